@@ -1,0 +1,49 @@
+# One command runner, the same locally and in CI.
+#   make demo   install, index the bundled sample notes, search and answer from them
+#   make test   install, lint, type-check and run the test suite
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU build of PyTorch first: a plain `torch` requirement pulls a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= .rag/demo
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint typecheck unit slow bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	# baguetter is only the oracle for the BMX tests; its autofaiss pin (numpy<2) breaks installs, so no deps.
+	$(BIN)/python -m pip install -q --no-deps baguetter==0.1.1
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/rag ingest samples/notes --data-dir $(DEMO_DIR)
+	$(BIN)/rag documents --data-dir $(DEMO_DIR)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+test: lint typecheck unit
+
+slow: install
+	$(BIN)/pytest -q -m slow $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python bench/bench_ingest.py
+
+clean:
+	rm -rf $(VENV) .rag .pytest_cache .mypy_cache .ruff_cache

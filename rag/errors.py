@@ -1,0 +1,101 @@
+"""One exception hierarchy for the whole system.
+
+Library code raises these; only the edges translate them (the CLI prints one
+line and exits non-zero, the HTTP API maps them to a status code)::
+
+    RagError                      base; ``hint`` says what the user can do
+    ├── ConfigError               invalid settings or config file
+    ├── InputError                bad user input (missing path, bad query)
+    │   └── NotFoundError         a named thing does not exist
+    ├── DocumentError             one file could not be turned into text;
+    │   │                         ingestion reports it and carries on
+    │   ├── UnsupportedFileError  extension/format not handled
+    │   ├── BinaryFileError       looks like binary data, not text
+    │   ├── EncodingError         no text encoding fits the bytes
+    │   ├── FileTooLargeError     over the configured size limit
+    │   ├── CorruptPdfError       unreadable, truncated or damaged PDF
+    │   ├── EncryptedPdfError     PDF needs a password
+    │   └── NoTextLayerError      scanned PDF without extractable text
+    ├── StoreError                the on-disk index state is unusable
+    │   └── StoreLockedError      another writer holds the data dir
+    └── BackendError              an external service/model failed
+        └── DependencyMissingError  an optional package is not installed
+"""
+
+from __future__ import annotations
+
+
+class RagError(Exception):
+    """Base class. ``str(err)`` is one line saying what happened."""
+
+    exit_code = 1
+    hint: str | None = None
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
+
+    def one_line(self) -> str:
+        msg = str(self).strip().replace("\n", " ")
+        return f"{msg} ({self.hint})" if self.hint else msg
+
+
+class ConfigError(RagError):
+    exit_code = 2
+
+
+class InputError(RagError):
+    exit_code = 2
+
+
+class NotFoundError(InputError):
+    pass
+
+
+class DocumentError(RagError):
+    """A single document failed; the run goes on and lists it in ``failed``."""
+
+
+class UnsupportedFileError(DocumentError):
+    pass
+
+
+class BinaryFileError(DocumentError):
+    pass
+
+
+class EncodingError(DocumentError):
+    pass
+
+
+class FileTooLargeError(DocumentError):
+    pass
+
+
+class CorruptPdfError(DocumentError):
+    pass
+
+
+class EncryptedPdfError(DocumentError):
+    hint = "remove the password (e.g. `qpdf --decrypt in.pdf out.pdf`) and re-run"
+
+
+class NoTextLayerError(DocumentError):
+    hint = "the PDF has no text layer (scanned?); run OCR on it first, e.g. `ocrmypdf`"
+
+
+class StoreError(RagError):
+    exit_code = 3
+
+
+class StoreLockedError(StoreError):
+    hint = "another `rag ingest` is running on this data dir; wait for it or use another --data-dir"
+
+
+class BackendError(RagError):
+    exit_code = 4
+
+
+class DependencyMissingError(BackendError):
+    pass

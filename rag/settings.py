@@ -1,0 +1,110 @@
+"""One typed settings object, read from env vars (prefix ``RAG_``, nested with
+``__``) and an optional TOML config file. Library code receives it as an
+argument; nothing reads the environment at import time."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from rag.errors import ConfigError
+
+DEFAULT_INCLUDE = ["*.md", "*.markdown", "*.txt", "*.pdf"]
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "rag"
+
+
+class ChunkingSettings(BaseModel):
+    size: int = Field(
+        350,
+        ge=32,
+        le=8192,
+        description="Target chunk size in units: one CJK character or one Latin word/number/symbol run = 1 unit.",
+    )
+    overlap: int = Field(50, ge=0, le=2048, description="Units repeated between consecutive chunks of one section.")
+
+    @field_validator("overlap")
+    @classmethod
+    def _overlap_below_size(cls, v: int, info: Any) -> int:
+        size = info.data.get("size", 350)
+        if v >= size:
+            raise ValueError(f"overlap ({v}) must be smaller than size ({size})")
+        return v
+
+
+class IngestSettings(BaseModel):
+    include: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_INCLUDE),
+        description="Glob patterns (matched against the file name and the relative path) of files to ingest.",
+    )
+    exclude: list[str] = Field(
+        default_factory=list, description="Glob patterns of files or folders to skip (e.g. 'drafts/**')."
+    )
+    skip_hidden: bool = Field(True, description="Skip hidden files and folders such as .git and .obsidian.")
+    max_file_mb: float = Field(100.0, gt=0, description="Files larger than this many MiB are reported as failed.")
+    redact_secrets: bool = Field(
+        True, description="Replace API keys, passwords and private keys with placeholders before indexing."
+    )
+    pdf_mode: Literal["text", "markdown"] = Field(
+        "text",
+        description="PDF extraction: 'text' = pymupdf text with headings/tables rebuilt (fast); "
+        "'markdown' = pymupdf4llm (slower, see README).",
+    )
+    commit_every: int = Field(64, ge=1, description="Documents written per store transaction.")
+
+
+class Settings(BaseSettings):
+    """All settings. Env: ``RAG_DATA_DIR``, ``RAG_CHUNKING__SIZE``, ``RAG_INGEST__EXCLUDE='["drafts/**"]'`` ..."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAG_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    data_dir: Path = Field(default_factory=default_data_dir, description="Where all index state lives.")
+    chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)  # type: ignore[arg-type]
+    ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if settings_cls.model_config.get("toml_file"):
+            sources.append(TomlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from (in priority order) overrides, env vars (``RAG_*``) and a
+    TOML file (``config_file`` or env ``RAG_CONFIG``)."""
+    cls: type[Settings] = Settings
+    path = config_file or (Path(os.environ["RAG_CONFIG"]) if os.environ.get("RAG_CONFIG") else None)
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}", hint="check --config / RAG_CONFIG")
+        cls = type("Settings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": path}})
+    try:
+        return cls(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read settings: {exc}") from None
