@@ -111,7 +111,6 @@ def ingest(
       rag ingest ~/notes --json | jq .failed
     """
     from ingest.pipeline import sync_paths
-    from rag.store import ChunkStore
 
     if include:
         settings.ingest.include = list(include)
@@ -120,8 +119,17 @@ def ingest(
     if no_redact:
         settings.ingest.redact_secrets = False
 
-    with ChunkStore(settings.data_dir) as store, _progress(enabled=not as_json, label="ingesting") as progress:
-        report = sync_paths(list(paths), settings, store, progress=progress)
+    from rag.engine import Engine
+
+    with Engine.open(settings, create=True) as engine:
+        with _progress(enabled=not as_json, label="reading files") as progress:
+            report = sync_paths(list(paths), settings, engine.store, progress=progress)
+        with _progress(enabled=not as_json, label="indexing") as progress:
+            engine.store.acquire_writer_lock()
+            try:
+                engine.sync(progress=progress)
+            finally:
+                engine.store.release_writer_lock()
 
     if as_json:
         emit_json(report.as_dict())
@@ -187,6 +195,185 @@ class _progress:
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.__exit__(*exc)
+
+
+# -- search ----------------------------------------------------------------------------------------------------
+
+MODES = ["hybrid", "sparse", "dense", "graph"]
+
+
+@cli.command()
+@click.argument("query", required=False)
+@click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True, help="Number of hits.")
+@click.option("--mode", type=click.Choice(MODES), default="hybrid", show_default=True, help="Which legs to use.")
+@click.option(
+    "--batch",
+    type=click.File("r", encoding="utf-8"),
+    help='JSONL queries {"_id", "text"} (- for stdin); prints one JSONL result per query.',
+)
+@common_options
+def search(query: str | None, k: int, mode: str, batch: Any, settings: Settings, as_json: bool) -> None:
+    """Search the index: BMX, dense and fused hybrid, with per-leg scores.
+
+    \b
+    Examples:
+      rag search "ollama 用 GPU 启动"
+      rag search "docker commit" -k 5 --mode sparse --json
+      printf '{"_id":"q1","text":"num_ctx"}\\n' | rag search --batch - > results.jsonl
+    """
+    import time
+
+    from rag.engine import Engine
+    from rag.errors import InputError
+
+    if (query is None) == (batch is None):
+        raise InputError("give either QUERY or --batch FILE", hint="see `rag search --help`")
+    with Engine.open(settings) as engine:
+        retriever = engine.retriever(mode)  # type: ignore[arg-type]
+        if batch is not None:
+            for n, line in enumerate(batch, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    item = json.loads(line)
+                    qid, text = item["_id"], item["text"]
+                except (ValueError, KeyError, TypeError):
+                    raise InputError(f'line {n} of --batch is not a JSON object with "_id" and "text"') from None
+                t0 = time.perf_counter()
+                hits = retriever.search(str(text), k, mode)  # type: ignore[arg-type]
+                took = (time.perf_counter() - t0) * 1000
+                emit_json({"_id": qid, "took_ms": round(took, 2), "hits": [h.as_dict() for h in hits]})
+            return
+        assert query is not None
+        t0 = time.perf_counter()
+        hits = retriever.search(query, k, mode)  # type: ignore[arg-type]
+        took = (time.perf_counter() - t0) * 1000
+    if as_json:
+        emit_json({"query": query, "mode": mode, "took_ms": round(took, 2), "hits": [h.as_dict() for h in hits]})
+        return
+    _print_hits(query, mode, took, [h.as_dict() for h in hits])
+
+
+def _print_hits(query: str, mode: str, took_ms: float, hits: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    out = Console()
+    if not hits:
+        out.print(f"no results for [bold]{escape(query)}[/] ({mode}, {took_ms:.0f} ms)")
+        return
+    out.print(f"[dim]{len(hits)} hits, {mode}, {took_ms:.0f} ms[/]")
+    for h in hits:
+        where = h["source"] + (f" p.{h['page']}" if h["page"] else "") + f" [{h['start']}:{h['end']}]"
+        legs = "  ".join(
+            f"{name}={score:.3f}" for name, score in h["scores"].items() if score is not None and name != "fused"
+        )
+        out.print(f"[bold]{h['rank']}.[/] [cyan]{escape(where)}[/]  [dim]{h['score']:.3f} ({legs})[/]")
+        if h["heading"]:
+            out.print(f"   [green]{escape(h['heading'])}[/]")
+        snippet = " ".join(h["text"].split())
+        out.print("   " + escape(snippet[:240] + ("…" if len(snippet) > 240 else "")), highlight=False)
+
+
+# -- eval ------------------------------------------------------------------------------------------------------
+
+
+@cli.command("eval")
+@click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--modes",
+    default="sparse,dense,hybrid",
+    show_default=True,
+    help="Comma-separated modes to compare (sparse, dense, hybrid, graph).",
+)
+@click.option("--k", "ks", multiple=True, type=click.IntRange(1, 1000), help="Extra cut-offs (10 and 100 always).")
+@click.option(
+    "--fail-under",
+    multiple=True,
+    metavar="METRIC=VALUE",
+    help="Exit 1 when the best mode's metric is below VALUE, e.g. ndcg@10=0.6 (repeatable).",
+)
+@common_options
+def eval_cmd(
+    dataset_dir: Path, modes: str, ks: tuple[int, ...], fail_under: tuple[str, ...], settings: Settings, as_json: bool
+) -> None:
+    """Benchmark retrieval on a BEIR-layout collection and compare the legs.
+
+    \b
+    DATASET_DIR holds corpus.jsonl, queries.jsonl and qrels/test.tsv. The corpus
+    is indexed in a temporary data dir unless --data-dir is given (then it is
+    kept and reused). Metrics: nDCG@10, Recall@10, Recall@100, MRR@10 and
+    per-query latency p50/p95 for each mode.
+
+    \b
+    Examples:
+      rag eval ../shared/eval/covidqa_chunks_en
+      rag eval ./my_beir_set --modes sparse,hybrid --json --fail-under ndcg@10=0.6
+    """
+    import tempfile
+
+    from click.core import ParameterSource
+
+    from eval.beir import load_beir
+    from eval.runner import evaluate
+    from rag.errors import InputError
+
+    mode_list = [m.strip() for m in modes.split(",") if m.strip()]
+    for m in mode_list:
+        if m not in MODES:
+            raise InputError(f"unknown mode {m!r}", hint="choose from " + ", ".join(MODES))
+    bars = []
+    for spec in fail_under:
+        metric, _, value = spec.partition("=")
+        try:
+            bars.append((metric.strip(), float(value)))
+        except ValueError:
+            raise InputError(f"--fail-under wants METRIC=VALUE, got {spec!r}") from None
+    ds = load_beir(dataset_dir)
+    ctx = click.get_current_context()
+    temp = None
+    if ctx.get_parameter_source("data_dir") in (ParameterSource.DEFAULT, None):
+        temp = tempfile.TemporaryDirectory(prefix="rag-eval-")
+        settings.data_dir = Path(temp.name)
+    try:
+        with _progress(enabled=not as_json, label="indexing corpus") as progress:
+            result = evaluate(ds, settings, mode_list, ks=sorted({10, 100, *ks}), progress=progress)  # type: ignore[arg-type]
+    finally:
+        if temp is not None:
+            temp.cleanup()
+    failed = []
+    for metric, bar in bars:
+        best = max((r.get(metric, float("-inf")) for r in result["modes"].values()), default=float("-inf"))
+        if best < bar:
+            failed.append(f"{metric} {best:.4f} < {bar}")
+    if as_json:
+        emit_json(result)
+    else:
+        _print_eval(result)
+    if failed:
+        click.echo("error: below the bar: " + "; ".join(failed), err=True)
+        ctx.exit(1)
+
+
+def _print_eval(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    metrics = [k for k in next(iter(result["modes"].values()), {}) if "@" in k and not k.startswith("latency")]
+    cols = [m for m in ("ndcg@10", "recall@10", "recall@100", "mrr@10") if m in metrics]
+    table = Table(
+        "mode",
+        *cols,
+        "p50 ms",
+        "p95 ms",
+        title=f"{result['dataset']}: {result['n_queries']} queries, {result['n_corpus']} docs",
+    )
+    for mode, r in result["modes"].items():
+        table.add_row(
+            mode, *(f"{r[c]:.4f}" for c in cols), f"{r['latency_ms_p50']:.1f}", f"{r['latency_ms_p95']:.1f}"
+        )
+    Console().print(table)
+    Console().print(f"[dim]indexing took {result['index_s']:.1f} s[/]")
 
 
 # -- documents -------------------------------------------------------------------------------------------------

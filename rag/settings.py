@@ -65,6 +65,46 @@ class IngestSettings(BaseModel):
     commit_every: int = Field(64, ge=1, description="Documents written per store transaction.")
 
 
+class SparseSettings(BaseModel):
+    cjk: Literal["jieba", "bigram", "jieba+bigram", "unigram+bigram"] | None = Field(
+        None, description="How CJK runs are tokenized for BMX (None = the measured default, see README)."
+    )
+    alpha: float | None = Field(None, description="BMX alpha (None = derived from the corpus, as in the paper).")
+    beta: float = Field(0.01, ge=0, description="BMX beta: weight of the entropy-weighted query-term similarity.")
+
+
+class EmbeddingSettings(BaseModel):
+    model: str = Field(
+        "e5-small",
+        description="'e5-small' (multilingual-e5-small, weights shipped offline), 'use', 'minilm', "
+        "or any sentence-transformers model name or path (e.g. 'BAAI/bge-m3'). 'none' disables the dense leg.",
+    )
+    device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1' ...")
+    batch_size: int = Field(32, ge=1, le=4096, description="Passages per embedding batch.")
+
+
+class VectorSettings(BaseModel):
+    backend: Literal["edge", "local", "server"] = Field(
+        "edge",
+        description="'edge' = embedded Qdrant engine with HNSW (default, no server); 'local' = qdrant-client "
+        "local mode (brute force); 'server' = a Qdrant server at `url`.",
+    )
+    url: str | None = Field(None, description="Qdrant server URL for backend 'server', e.g. http://qdrant:6333.")
+    api_key: str | None = Field(None, description="Qdrant API key (server mode).")
+    collection: str = Field("chunks", description="Collection name (the model name is appended).")
+
+
+class RetrievalSettings(BaseModel):
+    fusion: Literal["weighted", "rrf"] = Field(
+        "weighted", description="'weighted' = min-max normalised weighted sum; 'rrf' = reciprocal rank fusion."
+    )
+    rrf_k: int = Field(60, ge=1, description="k in RRF's 1/(k + rank).")
+    weight_sparse: float = Field(0.8, ge=0, description="Fusion weight of the BMX leg.")
+    weight_dense: float = Field(0.2, ge=0, description="Fusion weight of the dense leg.")
+    weight_graph: float = Field(0.0, ge=0, description="Fusion weight of the graph leg.")
+    candidates: int = Field(100, ge=1, le=2000, description="Hits taken from each leg before fusion.")
+
+
 class Settings(BaseSettings):
     """All settings. Env: ``RAG_DATA_DIR``, ``RAG_CHUNKING__SIZE``, ``RAG_INGEST__EXCLUDE='["drafts/**"]'`` ..."""
 
@@ -75,6 +115,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir, description="Where all index state lives.")
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)  # type: ignore[arg-type]
     ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
+    sparse: SparseSettings = Field(default_factory=SparseSettings)  # type: ignore[arg-type]
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)  # type: ignore[arg-type]
+    vectors: VectorSettings = Field(default_factory=VectorSettings)  # type: ignore[arg-type]
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(

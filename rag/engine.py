@@ -1,0 +1,117 @@
+"""The composition root of the core: settings in, a store plus retrieval legs out.
+
+``Engine.open(settings)`` wires the chunk store, the BMX leg and (when a model
+is configured) the dense leg. Heavy parts load lazily: a sparse-only search
+never imports torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from rag.errors import InputError
+from rag.retrieval.legs import DenseLeg, Leg, ProgressFn, SparseLeg, SyncResult, dense_leg, sparse_leg
+from rag.retrieval.search import LEG_NAMES, Hit, Mode, Retriever
+from rag.settings import Settings
+from rag.store import ChunkStore
+
+if TYPE_CHECKING:
+    from rag.embed import Embedder
+
+
+class Engine:
+    def __init__(self, settings: Settings, store: ChunkStore, *, embedder: Embedder | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self._embedder = embedder
+        self._legs: dict[str, Leg] = {}
+
+    @classmethod
+    def open(cls, settings: Settings, *, create: bool = False, embedder: Embedder | None = None) -> Engine:
+        return cls(settings, ChunkStore(settings.data_dir, create=create), embedder=embedder)
+
+    def close(self) -> None:
+        for leg in self._legs.values():
+            leg.close()
+        self._legs.clear()
+        self.store.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- legs --------------------------------------------------------------------------------------------------
+
+    def available_legs(self) -> list[str]:
+        names = ["sparse"]
+        if self.settings.embedding.model.lower() != "none":
+            names.append("dense")
+        return names
+
+    def leg(self, name: str) -> Leg:
+        if name not in self._legs:
+            if name not in self.available_legs():
+                raise InputError(
+                    f"the {name} leg is not configured",
+                    hint="set RAG_EMBEDDING__MODEL to enable the dense leg" if name == "dense" else None,
+                )
+            self._legs[name] = self._make_leg(name)
+        return self._legs[name]
+
+    def _make_leg(self, name: str) -> Leg:
+        s = self.settings
+        if name == "sparse":
+            return sparse_leg(s.data_dir, cjk=s.sparse.cjk, alpha=s.sparse.alpha, beta=s.sparse.beta)
+        if name == "dense":
+            return dense_leg(
+                s.data_dir,
+                model=s.embedding.model,
+                device=s.embedding.device,
+                batch_size=s.embedding.batch_size,
+                backend=s.vectors.backend,
+                url=s.vectors.url,
+                api_key=s.vectors.api_key,
+                collection=s.vectors.collection,
+                embedder=self._embedder,
+            )
+        raise InputError(f"unknown retrieval leg {name!r}", hint="one of: " + ", ".join(LEG_NAMES))
+
+    def legs_for(self, mode: Mode) -> dict[str, Leg]:
+        if mode == "hybrid":
+            return {n: self.leg(n) for n in self.available_legs()}
+        return {mode: self.leg(mode)}
+
+    # -- operations --------------------------------------------------------------------------------------------
+
+    def sync(
+        self, legs: Iterable[str] | None = None, progress: ProgressFn | None = None
+    ) -> dict[str, SyncResult]:
+        """Bring the derived indexes in step with the chunk store."""
+        return {n: self.leg(n).sync(self.store, progress) for n in (legs or self.available_legs())}
+
+    def retriever(self, mode: Mode = "hybrid") -> Retriever:
+        return Retriever(self.store, self.legs_for(mode), self.settings.retrieval)
+
+    def search(self, query: str, k: int = 10, mode: Mode = "hybrid") -> list[Hit]:
+        return self.retriever(mode).search(query, k, mode)
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "documents": self.store.count_documents(),
+            "chunks": self.store.count_chunks(),
+            "generation": self.store.generation(),
+            "legs": {},
+        }
+        for name, leg in self._legs.items():
+            info: dict[str, Any] = {"in_sync": getattr(leg, "generation", None) == out["generation"]}
+            if isinstance(leg, SparseLeg):
+                info["chunks"] = len(leg.index)
+            elif isinstance(leg, DenseLeg):
+                info["chunks"] = leg.vectors.count()
+                info["model"] = leg.embedder.name
+            out["legs"][name] = info
+        return out
+

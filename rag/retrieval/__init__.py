@@ -1,0 +1,1 @@
+"""Retrieval: the sparse, dense and graph legs and their fusion."""

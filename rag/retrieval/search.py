@@ -1,0 +1,89 @@
+"""Hybrid search: run the legs, fuse, attach chunk data and per-leg scores."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from rag.errors import InputError
+from rag.models import Chunk
+from rag.retrieval.fusion import fuse, ranked
+from rag.retrieval.legs import Leg
+from rag.settings import RetrievalSettings
+from rag.store import ChunkStore
+
+Mode = Literal["hybrid", "sparse", "dense", "graph"]
+LEG_NAMES = ("sparse", "dense", "graph")
+MAX_K = 1000
+
+
+@dataclass(slots=True)
+class Hit:
+    rank: int
+    chunk: Chunk
+    score: float
+    scores: dict[str, float | None]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The HIT object of the CLI/HTTP contract."""
+        c = self.chunk
+        return {
+            "rank": self.rank,
+            "chunk_id": c.chunk_id,
+            "doc_id": c.doc_id,
+            "source": c.source,
+            "page": c.page,
+            "start": c.start,
+            "end": c.end,
+            "heading": c.heading,
+            "text": c.text,
+            "score": self.score,
+            "scores": self.scores,
+        }
+
+
+class Retriever:
+    """Searches the available legs and fuses them as configured."""
+
+    def __init__(self, store: ChunkStore, legs: Mapping[str, Leg], settings: RetrievalSettings) -> None:
+        self.store = store
+        self.legs = dict(legs)
+        self.settings = settings
+
+    def weights(self) -> dict[str, float]:
+        s = self.settings
+        return {"sparse": s.weight_sparse, "dense": s.weight_dense, "graph": s.weight_graph}
+
+    def leg_scores(self, query: str, k: int, mode: Mode) -> dict[str, dict[str, float]]:
+        if mode == "hybrid":
+            names = [n for n in LEG_NAMES if n in self.legs and self.weights()[n] > 0]
+        elif mode in self.legs:
+            names = [mode]
+        else:
+            raise InputError(
+                f"the {mode} leg is not available in this index",
+                hint="available: " + ", ".join(["hybrid", *self.legs]),
+            )
+        depth = max(k, self.settings.candidates)
+        return {n: self.legs[n].search(query, depth) for n in names}
+
+    def search(self, query: str, k: int = 10, mode: Mode = "hybrid") -> list[Hit]:
+        if not 1 <= k <= MAX_K:
+            raise InputError(f"k must be between 1 and {MAX_K}, got {k}")
+        per_leg = self.leg_scores(query, k, mode)
+        if mode == "hybrid" and len(per_leg) > 1:
+            order = fuse(per_leg, method=self.settings.fusion, weights=self.weights(), rrf_k=self.settings.rrf_k)
+        else:
+            order = ranked(next(iter(per_leg.values()), {}))
+        top = order[:k]
+        chunks = {c.chunk_id: c for c in self.store.get_chunks([cid for cid, _ in top])}
+        hits = []
+        for cid, fused in top:
+            chunk = chunks.get(cid)
+            if chunk is None:  # the index is ahead of/behind the store for a moment: skip
+                continue
+            scores: dict[str, float | None] = {n: per_leg[n].get(cid) if n in per_leg else None for n in LEG_NAMES}
+            scores["fused"] = fused
+            hits.append(Hit(rank=len(hits) + 1, chunk=chunk, score=fused, scores=scores))
+        return hits
