@@ -9,6 +9,12 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= .rag/demo
 PYTEST_ARGS ?=
+# Locally the default run skips the slow tier; CI (CI=true) runs every tier.
+ifeq ($(CI),true)
+PYTEST_MARK ?=
+else
+PYTEST_MARK ?= not slow
+endif
 
 .PHONY: install demo test lint typecheck unit slow bench clean
 
@@ -35,7 +41,7 @@ typecheck: install
 	$(BIN)/mypy
 
 unit: install
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -m "$(PYTEST_MARK)" $(PYTEST_ARGS)
 
 test: lint typecheck unit
 
