@@ -1,0 +1,361 @@
+"""Tests for ingest.encoding: encoding detection, binary rejection and mojibake repair."""
+
+from __future__ import annotations
+
+import codecs
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ingest.encoding import Decoded, decode_bytes, repair_mojibake
+from rag.errors import BinaryFileError, EncodingError
+
+# Real-looking notes, simplified and traditional, with English terms and commands mixed in.
+NOTE_ZH = (
+    "# Ollama 部署笔记\n\n"
+    "在服务器上用 Docker 运行 Ollama：先执行 docker pull ollama/ollama 拉取镜像，"
+    "再用 docker run -d --gpus all -p 11434:11434 启动容器。模型文件默认保存在 /root/.ollama 目录，"
+    "建议挂载一个数据卷，否则删除容器以后模型需要重新下载。\n\n"
+    "常见问题：如果显卡没有被识别，先检查 nvidia-container-toolkit 是否安装，然后重启 Docker 服务。"
+    "查看日志可以用 docker logs -f ollama，确认模型是否加载到显存。\n"
+)
+NOTE_TW = (
+    "# 向量資料庫筆記\n\n"
+    "在伺服器上用 Docker 執行 Qdrant，資料預設存放在容器內的 /qdrant/storage 目錄。"
+    "如果顯示卡沒有被偵測到，請先確認驅動程式版本，然後重新啟動容器。\n"
+)
+SIMPLIFIED = [
+    "配置文件放在哪里",
+    "内存不足，容器被系统杀掉了",
+    "网络连接超时，请检查代理设置",
+    "用 docker compose up -d 启动全部服务",
+    NOTE_ZH,
+]
+TRADITIONAL = [
+    "設定檔放在哪裡",
+    "記憶體不足，容器被系統終止",
+    "網路連線逾時，請檢查代理設定",
+    "用 docker compose up -d 啟動全部服務",
+    NOTE_TW,
+]
+LATIN = "Réunion avec M. Müller au café : une question naïve sur São Paulo, déjà vue à Zürich."
+ENGLISH = "Run `ollama serve` first? Then `curl localhost:11434/api/tags` -- it lists the models (if any)."
+LOST = frozenset({0x81, 0x8D, 0x8F, 0x90, 0x9D})  # the five bytes cp1252 does not define
+
+
+def mangle_lossless(text: str) -> str:
+    """UTF-8 read as cp1252 (undefined bytes kept as C1 controls, as Windows does)."""
+    return "".join(chr(b) if b < 0x80 or b in LOST else bytes([b]).decode("cp1252") for b in text.encode())
+
+
+def mangle_dropped(text: str) -> str:
+    return text.encode("utf-8").decode("cp1252", errors="ignore")
+
+
+def mangle_qmark(text: str) -> str:
+    return text.encode("utf-8").decode("cp1252", errors="replace").replace("\ufffd", "?")
+
+
+def mangle_fffd(text: str) -> str:
+    return text.encode("utf-8").decode("cp1252", errors="replace")
+
+
+def damaged_positions(text: str) -> set[int]:
+    return {i for i, c in enumerate(text) if LOST & set(c.encode("utf-8"))}
+
+
+# --- plain encodings -----------------------------------------------------------------
+
+
+def test_empty_file() -> None:
+    assert decode_bytes(b"") == Decoded("", "utf-8", ())
+
+
+@pytest.mark.parametrize("text", [NOTE_ZH, NOTE_TW, ENGLISH])
+def test_utf8(text: str) -> None:
+    got = decode_bytes(text.encode("utf-8"))
+    assert (got.text, got.encoding, got.notes) == (text, "utf-8", ())
+
+
+def test_utf8_bom_is_stripped() -> None:
+    got = decode_bytes(codecs.BOM_UTF8 + NOTE_ZH.encode("utf-8"))
+    assert got.text == NOTE_ZH
+    assert got.encoding == "utf-8-sig"
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_utf16_with_bom(codec: str) -> None:
+    bom = {"utf-16": b"", "utf-16-le": codecs.BOM_UTF16_LE, "utf-16-be": codecs.BOM_UTF16_BE}[codec]
+    got = decode_bytes(bom + NOTE_ZH.encode(codec))
+    assert got.text == NOTE_ZH
+    assert got.encoding == "utf-16"
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_bom_by_nul_pattern(codec: str) -> None:
+    got = decode_bytes(NOTE_ZH.encode(codec))
+    assert got.text == NOTE_ZH
+    assert got.encoding == codec
+    assert any("no byte order mark" in n for n in got.notes)
+
+
+def test_utf32_with_bom() -> None:
+    got = decode_bytes(NOTE_TW.encode("utf-32"))
+    assert (got.text, got.encoding) == (NOTE_TW, "utf-32")
+
+
+def test_broken_utf16_with_bom_is_an_encoding_error() -> None:
+    with pytest.raises(EncodingError, match="UTF-16"):
+        decode_bytes(codecs.BOM_UTF16_LE + "笔记".encode("utf-16-le") + b"\x00\xd8")  # lone surrogate
+
+
+def test_newlines_are_normalised() -> None:
+    got = decode_bytes("第一行\r\n第二行\r第三行\n".encode())
+    assert got.text == "第一行\n第二行\n第三行\n"
+
+
+@pytest.mark.parametrize("text", SIMPLIFIED)
+def test_gb18030_is_chosen_for_simplified_text(text: str) -> None:
+    for codec in ("gb18030", "gbk", "gb2312"):
+        got = decode_bytes(text.encode(codec))
+        assert got.encoding == "gb18030", (codec, got)
+        assert got.text == text
+        assert got.notes and got.notes[0].startswith("decoded as gb18030")
+
+
+@pytest.mark.parametrize("text", TRADITIONAL)
+def test_big5_is_chosen_for_traditional_text(text: str) -> None:
+    got = decode_bytes(text.encode("big5"))
+    assert got.encoding == "big5", got
+    assert got.text == text
+
+
+@pytest.mark.parametrize("text", TRADITIONAL)
+def test_traditional_text_in_gb18030_stays_gb18030(text: str) -> None:
+    got = decode_bytes(text.encode("gb18030"))
+    assert (got.encoding, got.text) == ("gb18030", text)
+
+
+@pytest.mark.parametrize(
+    ("text", "codec", "other"),
+    [("网络连接超时，请检查代理设置", "gb18030", "big5"), ("記憶體不足，容器被系統終止", "big5", "gb18030")],
+)
+def test_the_wrong_codec_decodes_too_but_loses(text: str, codec: str, other: str) -> None:
+    # The premise of the plausibility score: the other codec decodes the bytes without error.
+    data = text.encode(codec)
+    assert data.decode(other) != text
+    assert decode_bytes(data) == Decoded(text, codec, decode_bytes(data).notes)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        LATIN + "\r\n",
+        "Incubate at 37 °C with 50 µM of the compound – then wash twice.\n",
+        "The Normans—led by Roussel—were paid 500 £ a year © 2024.\n",
+        "Müller",
+    ],
+)
+def test_cp1252_text(text: str) -> None:
+    # A high byte plus the ASCII byte after it is also a valid GB18030/Big5 character ("°C" -> 癈).
+    got = decode_bytes(text.encode("cp1252"))
+    assert (got.text, got.encoding) == (text.replace("\r\n", "\n"), "cp1252")
+
+
+def test_utf8_with_a_stray_cp1252_byte() -> None:
+    data = NOTE_ZH.encode("utf-8") + " café\n".encode("cp1252")
+    got = decode_bytes(data)
+    assert got.encoding == "utf-8"
+    assert got.text == NOTE_ZH + " café\n"
+    assert any("not valid UTF-8" in n for n in got.notes)
+
+
+# --- binary and undecodable data --------------------------------------------------------
+
+
+def test_png_renamed_to_md_is_binary(tmp_path: Path) -> None:
+    path = tmp_path / "diagram.md"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00" + bytes(range(256)) * 4)
+    with pytest.raises(BinaryFileError, match="looks like a binary file, not text") as err:
+        decode_bytes(path.read_bytes(), name=path.name)
+    assert "PNG" in str(err.value)
+    assert err.value.hint is not None and "diagram.md" in err.value.hint
+
+
+def test_zip_is_binary() -> None:
+    data = b"PK\x03\x04\x14\x00\x00\x00\x08\x00" + b"word/document.xml" + bytes(200)
+    with pytest.raises(BinaryFileError, match="looks like a binary file"):
+        decode_bytes(data, name="notes.md")
+
+
+def test_nul_bytes_not_in_utf16_pattern_are_binary() -> None:
+    with pytest.raises(BinaryFileError):
+        decode_bytes(b"hello\x00world\x00\x00\x01\x02 this is not text" * 3)
+
+
+def test_control_characters_are_binary() -> None:
+    with pytest.raises(BinaryFileError):
+        decode_bytes(bytes(range(1, 32)) * 10 + b"some text")
+
+
+def test_ansi_colour_codes_are_text() -> None:
+    data = b"\x1b[31mERROR\x1b[0m model not found\n" * 10
+    assert decode_bytes(data).text == data.decode()
+
+
+def test_high_byte_noise_fits_no_encoding() -> None:
+    noise = bytes((i * 7919) % 128 + 128 for i in range(4000))  # deterministic, no NUL or controls
+    with pytest.raises(EncodingError):
+        decode_bytes(noise, name="noise.txt")
+
+
+# --- mojibake: lossless ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", [NOTE_ZH, NOTE_TW, "emoji 👍 and “quotes” — ok", "naïve café Müller"])
+def test_lossless_mojibake_is_restored_exactly(text: str) -> None:
+    mangled = mangle_lossless(text)
+    assert mangled != text
+    fixed, restored = repair_mojibake(mangled)
+    assert fixed == text
+    assert restored == sum(1 for c in text if ord(c) >= 0x80)
+
+
+def test_latin1_read_mojibake_is_restored() -> None:
+    mangled = NOTE_ZH.encode("utf-8").decode("latin-1")  # C1 controls instead of cp1252 punctuation
+    assert repair_mojibake(mangled)[0] == NOTE_ZH
+
+
+def test_mojibake_mangled_twice_is_restored() -> None:
+    assert repair_mojibake(mangle_lossless(mangle_lossless(NOTE_ZH))) == (
+        NOTE_ZH,
+        sum(1 for c in NOTE_ZH if ord(c) >= 0x80),
+    )
+
+
+def test_decode_bytes_repairs_and_reports() -> None:
+    got = decode_bytes(mangle_lossless(NOTE_ZH).encode("utf-8"))
+    assert got.text == NOTE_ZH
+    assert got.encoding == "utf-8"
+    assert len(got.notes) == 1
+    assert got.notes[0].startswith("repaired mojibake (utf-8 read as cp1252)")
+    assert f"{sum(1 for c in NOTE_ZH if ord(c) >= 0x80):,} characters restored" in got.notes[0]
+
+
+# --- mojibake: lossy -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mangle", [mangle_dropped, mangle_qmark, mangle_fffd])
+def test_lossy_mojibake_is_reconstructed(mangle) -> None:  # type: ignore[no-untyped-def]
+    damaged = damaged_positions(NOTE_ZH)
+    assert len(damaged) >= 15  # the note really loses bytes
+    fixed, restored = repair_mojibake(mangle(NOTE_ZH))
+    assert len(fixed) == len(NOTE_ZH)
+    assert restored == sum(1 for c in NOTE_ZH if ord(c) >= 0x80)
+    # Undamaged characters come back exactly; damaged ones are guesses that must mostly be right.
+    assert all(fixed[i] == c for i, c in enumerate(NOTE_ZH) if i not in damaged)
+    right = sum(fixed[i] == NOTE_ZH[i] for i in damaged)
+    assert right / len(damaged) >= 0.85, (right, len(damaged))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "镜像、容器和网络都可以用 docker system prune 清理。",  # 、 loses its last byte
+        "「容器」和「镜像」不是一回事。",  # 」 too: bracket balance picks it
+        "运行 ollama run qwen2 后，输入问题即可开始对话！",
+    ],
+)
+@pytest.mark.parametrize("mangle", [mangle_dropped, mangle_qmark, mangle_fffd])
+def test_lossy_mojibake_short_sentences(text: str, mangle) -> None:  # type: ignore[no-untyped-def]
+    assert damaged_positions(text)
+    assert repair_mojibake(mangle(text))[0] == text
+
+
+def test_lossy_note_in_decode_bytes() -> None:
+    got = decode_bytes(mangle_dropped(NOTE_ZH).encode("utf-8"))
+    assert len(got.notes) == 1
+    note = got.notes[0]
+    assert note.startswith("repaired mojibake (utf-8 read as cp1252, lossy")
+    assert f"{len(damaged_positions(NOTE_ZH))} of them guessed" in note
+
+
+def test_lossy_repair_is_deterministic() -> None:
+    mangled = mangle_dropped(NOTE_ZH + NOTE_TW)
+    assert len({repair_mojibake(mangled) for _ in range(3)}) == 1
+
+
+def test_mixed_clean_and_mangled_lines() -> None:
+    clean_line = "这一行本来就是正常的中文，不应该被改动。"
+    doc = "\n".join(
+        [
+            "# 笔记",
+            mangle_dropped("用 docker ps 查看正在运行的容器，用 docker stop 停止它们。"),
+            clean_line,
+            LATIN,
+            mangle_lossless("日志太长时加上 --tail 参数。"),
+            "",
+        ]
+    )
+    fixed, restored = repair_mojibake(doc)
+    lines = fixed.split("\n")
+    assert lines[0] == "# 笔记"
+    assert lines[2] == clean_line
+    assert lines[3] == LATIN  # legitimate Latin-1 text on its own line stays
+    assert lines[4] == "日志太长时加上 --tail 参数。"
+    original = "用 docker ps 查看正在运行的容器，用 docker stop 停止它们。"
+    assert len(lines[1]) == len(original)
+    assert sum(a != b for a, b in zip(lines[1], original, strict=True)) <= 1
+    assert restored == sum(1 for c in original + lines[4] if ord(c) >= 0x80)
+
+
+def test_mojibake_inside_clean_text() -> None:
+    text = "配置文件在 " + mangle_lossless("配置目录") + " 里面，café 除外"
+    assert repair_mojibake(text) == ("配置文件在 配置目录 里面，café 除外", 4)
+    text = "配置文件在 " + mangle_dropped("配置目录") + " 里面"
+    assert repair_mojibake(text)[0] == "配置文件在 配置目录 里面"
+
+
+# --- things that must be left alone ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        LATIN,
+        "café, naïve, Müller",
+        "Straße, Ærø, œuvre, 25 °C, 3×4 = 12, ½ cup, © 2024",
+        "It’s — “quoted” … and ‘single’ • bullet",
+        "São Paulo — NÃO",
+        ENGLISH,
+        "What?? Really? Yes?",
+        NOTE_ZH,
+        NOTE_TW,
+        "他说“你好”——然后离开了……温度是 25°C，价格 ¥100 × 3。",
+        "",
+    ],
+)
+def test_clean_text_is_left_alone(text: str) -> None:
+    assert repair_mojibake(text) == (text, 0)
+
+
+def test_latin1_file_is_not_repaired() -> None:
+    got = decode_bytes(LATIN.encode("utf-8"))
+    assert (got.text, got.notes) == (LATIN, ())
+
+
+@pytest.mark.parametrize("mangle", [mangle_lossless, mangle_dropped, mangle_qmark])
+def test_repair_is_idempotent(mangle) -> None:  # type: ignore[no-untyped-def]
+    once, _ = repair_mojibake(mangle(NOTE_ZH))
+    assert repair_mojibake(once) == (once, 0)
+
+
+def test_import_loads_nothing_heavy() -> None:
+    code = (
+        "import sys, ingest.encoding; "
+        "heavy = [m for m in ('jieba', 'numpy', 'zhconv') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
