@@ -129,7 +129,12 @@ def main() -> None:
 
     mb = nbytes / 2**20
     rows = [
-        ("PDF extract+chunk", f"{args.pages} pages", f"{pdf['pages_per_s']:.0f} pages/s", f"{pdf['peak_rss_mib']:.0f}"),
+        (
+            "PDF extract+chunk",
+            f"{args.pages} pages",
+            f"{pdf['pages_per_s']:.0f} pages/s",
+            f"{pdf['peak_rss_mib']:.0f}",
+        ),
         (
             "folder ingest (new store)",
             f"{args.files} md files, {mb:.1f} MB, {full['report']['chunks']} chunks",

@@ -7,20 +7,16 @@ non-zero exit code; tracebacks are reserved for bugs.
 
 from __future__ import annotations
 
-import functools
 import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
+from cli.common import common_options, emit_json, progress_bar
 from rag import __version__
 from rag.errors import RagError
-from rag.settings import Settings, load_settings
-
-F = TypeVar("F", bound=Callable[..., Any])
+from rag.settings import Settings
 
 
 class RagGroup(click.Group):
@@ -37,35 +33,6 @@ class RagGroup(click.Group):
             ctx.exit(130)
 
 
-def common_options(fn: F) -> F:
-    """--data-dir, --config and --json, on every command."""
-
-    @click.option(
-        "--data-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        envvar="RAG_DATA_DIR",
-        help="Where all index state lives [env RAG_DATA_DIR; default ~/.local/share/rag].",
-    )
-    @click.option(
-        "--config",
-        "config_file",
-        type=click.Path(dir_okay=False, path_type=Path),
-        envvar="RAG_CONFIG",
-        help="TOML settings file [env RAG_CONFIG]. Env vars RAG_* override it.",
-    )
-    @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON on stdout.")
-    @functools.wraps(fn)
-    def wrapper(*args: Any, data_dir: Path | None, config_file: Path | None, as_json: bool, **kw: Any) -> Any:
-        settings = load_settings(config_file, data_dir=data_dir)
-        return fn(*args, settings=settings, as_json=as_json, **kw)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def emit_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, ensure_ascii=False))
-
-
 @click.group(cls=RagGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rag")
 def cli() -> None:
@@ -79,14 +46,18 @@ def cli() -> None:
     """
 
 
-# -- ingest ----------------------------------------------------------------------------------------------------
+# -- ingest ----------------------------------------------------------------------------------------
 
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--include", multiple=True, help="Only files matching this glob (repeatable), e.g. '*.md'.")
-@click.option("--exclude", multiple=True, help="Skip files/folders matching this glob (repeatable), e.g. 'drafts/**'.")
-@click.option("--no-redact", is_flag=True, help="Keep secrets (API keys, passwords) in the index. Not recommended.")
+@click.option(
+    "--exclude", multiple=True, help="Skip files/folders matching this glob (repeatable), e.g. 'drafts/**'."
+)
+@click.option(
+    "--no-redact", is_flag=True, help="Keep secrets (API keys, passwords) in the index. Not recommended."
+)
 @common_options
 def ingest(
     paths: tuple[Path, ...],
@@ -122,9 +93,9 @@ def ingest(
     from rag.engine import Engine
 
     with Engine.open(settings, create=True) as engine:
-        with _progress(enabled=not as_json, label="reading files") as progress:
+        with progress_bar(enabled=not as_json, label="reading files") as progress:
             report = sync_paths(list(paths), settings, engine.store, progress=progress)
-        with _progress(enabled=not as_json, label="indexing") as progress:
+        with progress_bar(enabled=not as_json, label="indexing") as progress:
             engine.store.acquire_writer_lock()
             try:
                 engine.sync(progress=progress)
@@ -152,7 +123,10 @@ def _print_ingest_report(r: dict[str, Any], settings: Settings) -> None:
     out.print(table)
     if r["redactions"]:
         total = sum(r["redactions"].values())
-        out.print(f"[yellow]redacted {total} secret(s)[/]: " + ", ".join(f"{k}={v}" for k, v in r["redactions"].items()))
+        out.print(
+            f"[yellow]redacted {total} secret(s)[/]: "
+            + ", ".join(f"{k}={v}" for k, v in r["redactions"].items())
+        )
     for note in r["notes"]:
         if not note["note"].startswith("redacted"):
             out.print(f"[cyan]note[/] {note['path']}: {note['note']}", highlight=False)
@@ -161,43 +135,7 @@ def _print_ingest_report(r: dict[str, Any], settings: Settings) -> None:
     out.print(f"[dim]index: {settings.data_dir}[/]")
 
 
-class _progress:
-    """A rich progress bar on stderr when it is a terminal; a no-op callback otherwise."""
-
-    def __init__(self, *, enabled: bool, label: str) -> None:
-        self.enabled = enabled and sys.stderr.isatty()
-        self.label = label
-        self._bar: Any = None
-        self._task: Any = None
-
-    def __enter__(self) -> Callable[[int, int, str], None] | None:
-        if not self.enabled:
-            return None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            TextColumn("[dim]{task.fields[item]}", justify="left"),
-            console=Console(stderr=True),
-            transient=True,
-        )
-        self._bar.__enter__()
-        self._task = self._bar.add_task(self.label, total=None, item="")
-        return self.update
-
-    def update(self, done: int, total: int, item: str) -> None:
-        self._bar.update(self._task, completed=done, total=total, item=item[-60:])
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-
-
-# -- search ----------------------------------------------------------------------------------------------------
+# -- search ----------------------------------------------------------------------------------------
 
 MODES = ["hybrid", "sparse", "dense", "graph"]
 
@@ -205,7 +143,9 @@ MODES = ["hybrid", "sparse", "dense", "graph"]
 @cli.command()
 @click.argument("query", required=False)
 @click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True, help="Number of hits.")
-@click.option("--mode", type=click.Choice(MODES), default="hybrid", show_default=True, help="Which legs to use.")
+@click.option(
+    "--mode", type=click.Choice(MODES), default="hybrid", show_default=True, help="Which legs to use."
+)
 @click.option(
     "--batch",
     type=click.File("r", encoding="utf-8"),
@@ -238,7 +178,9 @@ def search(query: str | None, k: int, mode: str, batch: Any, settings: Settings,
                     item = json.loads(line)
                     qid, text = item["_id"], item["text"]
                 except (ValueError, KeyError, TypeError):
-                    raise InputError(f'line {n} of --batch is not a JSON object with "_id" and "text"') from None
+                    raise InputError(
+                        f'line {n} of --batch is not a JSON object with "_id" and "text"'
+                    ) from None
                 t0 = time.perf_counter()
                 hits = retriever.search(str(text), k, mode)  # type: ignore[arg-type]
                 took = (time.perf_counter() - t0) * 1000
@@ -249,7 +191,9 @@ def search(query: str | None, k: int, mode: str, batch: Any, settings: Settings,
         hits = retriever.search(query, k, mode)  # type: ignore[arg-type]
         took = (time.perf_counter() - t0) * 1000
     if as_json:
-        emit_json({"query": query, "mode": mode, "took_ms": round(took, 2), "hits": [h.as_dict() for h in hits]})
+        emit_json(
+            {"query": query, "mode": mode, "took_ms": round(took, 2), "hits": [h.as_dict() for h in hits]}
+        )
         return
     _print_hits(query, mode, took, [h.as_dict() for h in hits])
 
@@ -266,7 +210,9 @@ def _print_hits(query: str, mode: str, took_ms: float, hits: list[dict[str, Any]
     for h in hits:
         where = h["source"] + (f" p.{h['page']}" if h["page"] else "") + f" [{h['start']}:{h['end']}]"
         legs = "  ".join(
-            f"{name}={score:.3f}" for name, score in h["scores"].items() if score is not None and name != "fused"
+            f"{name}={score:.3f}"
+            for name, score in h["scores"].items()
+            if score is not None and name != "fused"
         )
         out.print(f"[bold]{h['rank']}.[/] [cyan]{escape(where)}[/]  [dim]{h['score']:.3f} ({legs})[/]")
         if h["heading"]:
@@ -275,7 +221,7 @@ def _print_hits(query: str, mode: str, took_ms: float, hits: list[dict[str, Any]
         out.print("   " + escape(snippet[:240] + ("…" if len(snippet) > 240 else "")), highlight=False)
 
 
-# -- eval ------------------------------------------------------------------------------------------------------
+# -- eval ------------------------------------------------------------------------------------------
 
 
 @cli.command("eval")
@@ -286,7 +232,9 @@ def _print_hits(query: str, mode: str, took_ms: float, hits: list[dict[str, Any]
     show_default=True,
     help="Comma-separated modes to compare (sparse, dense, hybrid, graph).",
 )
-@click.option("--k", "ks", multiple=True, type=click.IntRange(1, 1000), help="Extra cut-offs (10 and 100 always).")
+@click.option(
+    "--k", "ks", multiple=True, type=click.IntRange(1, 1000), help="Extra cut-offs (10 and 100 always)."
+)
 @click.option(
     "--fail-under",
     multiple=True,
@@ -295,7 +243,12 @@ def _print_hits(query: str, mode: str, took_ms: float, hits: list[dict[str, Any]
 )
 @common_options
 def eval_cmd(
-    dataset_dir: Path, modes: str, ks: tuple[int, ...], fail_under: tuple[str, ...], settings: Settings, as_json: bool
+    dataset_dir: Path,
+    modes: str,
+    ks: tuple[int, ...],
+    fail_under: tuple[str, ...],
+    settings: Settings,
+    as_json: bool,
 ) -> None:
     """Benchmark retrieval on a BEIR-layout collection and compare the legs.
 
@@ -336,7 +289,7 @@ def eval_cmd(
         temp = tempfile.TemporaryDirectory(prefix="rag-eval-")
         settings.data_dir = Path(temp.name)
     try:
-        with _progress(enabled=not as_json, label="indexing corpus") as progress:
+        with progress_bar(enabled=not as_json, label="indexing corpus") as progress:
             result = evaluate(ds, settings, mode_list, ks=sorted({10, 100, *ks}), progress=progress)  # type: ignore[arg-type]
     finally:
         if temp is not None:
@@ -359,7 +312,9 @@ def _print_eval(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    metrics = [k for k in next(iter(result["modes"].values()), {}) if "@" in k and not k.startswith("latency")]
+    metrics = [
+        k for k in next(iter(result["modes"].values()), {}) if "@" in k and not k.startswith("latency")
+    ]
     cols = [m for m in ("ndcg@10", "recall@10", "recall@100", "mrr@10") if m in metrics]
     table = Table(
         "mode",
@@ -376,7 +331,7 @@ def _print_eval(result: dict[str, Any]) -> None:
     Console().print(f"[dim]indexing took {result['index_s']:.1f} s[/]")
 
 
-# -- documents -------------------------------------------------------------------------------------------------
+# -- documents -------------------------------------------------------------------------------------
 
 
 @cli.command()
@@ -408,8 +363,8 @@ def documents(settings: Settings, as_json: bool) -> None:
     from rich.table import Table
 
     table = Table("source", "format", "pages", "chunks", "notes")
-    for r in rows:
-        table.add_row(r["source"], r["format"], str(r["pages"] or ""), str(r["chunks"]), "; ".join(r["notes"]))
+    for d in docs:
+        table.add_row(d.source, d.format, str(d.n_pages or ""), str(d.n_chunks), "; ".join(d.notes))
     Console().print(table)
 
 

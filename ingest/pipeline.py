@@ -11,6 +11,7 @@ uninterrupted run. Bad files never stop the run: they are reported in
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -28,7 +29,7 @@ from ingest.walk import SUPPORTED_SUFFIXES, FoundFile, walk
 from rag.errors import DocumentError, FileTooLargeError, InputError, UnsupportedFileError
 from rag.models import Chunk, DocFormat, ExtractedDocument, PageSpan
 from rag.settings import ChunkingSettings, IngestSettings, Settings
-from rag.store import ChunkStore, DocumentRecord
+from rag.store import ChunkStore, DocumentRecord, StoreWriter
 
 # Bump when extraction or chunking changes in a way that should re-process unchanged files.
 EXTRACTOR_VERSION = 1
@@ -62,7 +63,7 @@ def pipeline_fingerprint(settings: Settings) -> str:
     )
 
 
-# -- pure steps ------------------------------------------------------------------------------------------------
+# -- pure steps ------------------------------------------------------------------------------------
 
 
 def extract(data: bytes, fmt: DocFormat, settings: IngestSettings, *, name: str = "") -> ExtractedDocument:
@@ -71,7 +72,9 @@ def extract(data: bytes, fmt: DocFormat, settings: IngestSettings, *, name: str 
         doc = extract_pdf(data, mode=settings.pdf_mode, name=name)
     else:
         decoded = decode_bytes(data, name=name)
-        doc = ExtractedDocument(text=decoded.text, format=fmt, encoding=decoded.encoding, notes=list(decoded.notes))
+        doc = ExtractedDocument(
+            text=decoded.text, format=fmt, encoding=decoded.encoding, notes=list(decoded.notes)
+        )
     if settings.redact_secrets:
         doc = redact_document(doc)
     return doc
@@ -106,13 +109,17 @@ def redact_document(doc: ExtractedDocument) -> ExtractedDocument:
     notes = list(doc.notes)
     if counts:
         total = sum(counts.values())
-        notes.append(f"redacted {total} secret(s): " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+        notes.append(
+            f"redacted {total} secret(s): " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+        )
     return ExtractedDocument(
         text=text, format=doc.format, pages=pages, encoding=doc.encoding, notes=notes, redactions=counts
     )
 
 
-def chunk_document(doc: ExtractedDocument, *, doc_id: str, source: str, chunking: ChunkingSettings) -> list[Chunk]:
+def chunk_document(
+    doc: ExtractedDocument, *, doc_id: str, source: str, chunking: ChunkingSettings
+) -> list[Chunk]:
     """Cut an extracted document into chunks with page numbers, offsets and heading paths."""
     breaks = [p.start for p in doc.pages[1:]] if doc.pages else []
     splitter = chunk_plain if doc.format == "text" else chunk_markdown
@@ -136,7 +143,7 @@ def chunk_document(doc: ExtractedDocument, *, doc_id: str, source: str, chunking
     return chunks
 
 
-# -- the sync run ----------------------------------------------------------------------------------------------
+# -- the sync run ----------------------------------------------------------------------------------
 
 
 @dataclass
@@ -201,7 +208,7 @@ def sync_paths(
     max_bytes = int(settings.ingest.max_file_mb * 1024 * 1024)
     store.acquire_writer_lock()
     try:
-        pending: list[Callable[[Any], None]] = []
+        pending: list[Callable[[StoreWriter], object]] = []
         last_commit = time.monotonic()
 
         def flush() -> None:
@@ -225,7 +232,7 @@ def sync_paths(
         for root in roots:
             for doc in store.documents(under=str(root)):
                 if doc.path not in seen:
-                    pending.append(lambda tx, d=doc.doc_id: tx.delete_document(d))
+                    pending.append(functools.partial(StoreWriter.delete_document, doc_id=doc.doc_id))
                     report.deleted += 1
         flush()
         if progress:
@@ -245,7 +252,7 @@ def _sync_one(
     fingerprint: str,
     max_bytes: int,
     report: IngestReport,
-    pending: list[Callable[[Any], None]],
+    pending: list[Callable[[StoreWriter], object]],
 ) -> None:
     path_str = str(found.path)
     root_str = str(found.root)
@@ -255,11 +262,17 @@ def _sync_one(
         fmt = SUPPORTED_SUFFIXES.get(found.path.suffix.lower())
         if fmt is None:
             raise UnsupportedFileError(
-                f"unsupported file type {found.path.suffix or '(none)'}", hint="supported: .md .markdown .txt .pdf"
+                f"unsupported file type {found.path.suffix or '(none)'}",
+                hint="supported: .md .markdown .txt .pdf",
             )
-        if existing and existing.pipeline == fingerprint and (existing.size, existing.mtime_ns) == (
-            st.st_size,
-            st.st_mtime_ns,
+        if (
+            existing
+            and existing.pipeline == fingerprint
+            and (existing.size, existing.mtime_ns)
+            == (
+                st.st_size,
+                st.st_mtime_ns,
+            )
         ):
             _unchanged(existing, found, st, report, pending)
             return
@@ -283,7 +296,9 @@ def _sync_one(
         _failed(found, f"cannot read file: {exc.strerror or exc}", existing, report, pending)
         return
     except Exception as exc:  # a bug or a library crash on one file must not stop the run
-        _failed(found, f"internal error while reading: {type(exc).__name__}: {exc}", existing, report, pending)
+        _failed(
+            found, f"internal error while reading: {type(exc).__name__}: {exc}", existing, report, pending
+        )
         return
 
     record = DocumentRecord(
@@ -319,7 +334,7 @@ def _unchanged(
     found: FoundFile,
     st: os.stat_result,
     report: IngestReport,
-    pending: list[Callable[[Any], None]],
+    pending: list[Callable[[StoreWriter], object]],
 ) -> None:
     report.unchanged += 1
     if (existing.size, existing.mtime_ns, existing.root, existing.source) != (
@@ -344,7 +359,7 @@ def _failed(
     message: str,
     existing: DocumentRecord | None,
     report: IngestReport,
-    pending: list[Callable[[Any], None]],
+    pending: list[Callable[[StoreWriter], object]],
 ) -> None:
     report.failed.append({"path": found.source, "error": message})
     if existing is not None:  # its old chunks no longer describe the file

@@ -43,7 +43,7 @@ class Engine:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- legs --------------------------------------------------------------------------------------------------
+    # -- legs --------------------------------------------------------------------------------------
 
     def available_legs(self) -> list[str]:
         names = ["sparse"]
@@ -84,7 +84,7 @@ class Engine:
             return {n: self.leg(n) for n in self.available_legs()}
         return {mode: self.leg(mode)}
 
-    # -- operations --------------------------------------------------------------------------------------------
+    # -- operations --------------------------------------------------------------------------------
 
     def sync(
         self, legs: Iterable[str] | None = None, progress: ProgressFn | None = None
@@ -114,4 +114,3 @@ class Engine:
                 info["model"] = leg.embedder.name
             out["legs"][name] = info
         return out
-

@@ -33,7 +33,9 @@ class ChunkingSettings(BaseModel):
         le=8192,
         description="Target chunk size in units: one CJK character or one Latin word/number/symbol run = 1 unit.",
     )
-    overlap: int = Field(50, ge=0, le=2048, description="Units repeated between consecutive chunks of one section.")
+    overlap: int = Field(
+        50, ge=0, le=2048, description="Units repeated between consecutive chunks of one section."
+    )
 
     @field_validator("overlap")
     @classmethod
@@ -53,7 +55,9 @@ class IngestSettings(BaseModel):
         default_factory=list, description="Glob patterns of files or folders to skip (e.g. 'drafts/**')."
     )
     skip_hidden: bool = Field(True, description="Skip hidden files and folders such as .git and .obsidian.")
-    max_file_mb: float = Field(100.0, gt=0, description="Files larger than this many MiB are reported as failed.")
+    max_file_mb: float = Field(
+        100.0, gt=0, description="Files larger than this many MiB are reported as failed."
+    )
     redact_secrets: bool = Field(
         True, description="Replace API keys, passwords and private keys with placeholders before indexing."
     )
@@ -69,8 +73,12 @@ class SparseSettings(BaseModel):
     cjk: Literal["jieba", "bigram", "jieba+bigram", "unigram+bigram"] | None = Field(
         None, description="How CJK runs are tokenized for BMX (None = the measured default, see README)."
     )
-    alpha: float | None = Field(None, description="BMX alpha (None = derived from the corpus, as in the paper).")
-    beta: float = Field(0.01, ge=0, description="BMX beta: weight of the entropy-weighted query-term similarity.")
+    alpha: float | None = Field(
+        None, description="BMX alpha (None = derived from the corpus, as in the paper)."
+    )
+    beta: float = Field(
+        0.01, ge=0, description="BMX beta: weight of the entropy-weighted query-term similarity."
+    )
 
 
 class EmbeddingSettings(BaseModel):
@@ -89,20 +97,59 @@ class VectorSettings(BaseModel):
         description="'edge' = embedded Qdrant engine with HNSW (default, no server); 'local' = qdrant-client "
         "local mode (brute force); 'server' = a Qdrant server at `url`.",
     )
-    url: str | None = Field(None, description="Qdrant server URL for backend 'server', e.g. http://qdrant:6333.")
+    url: str | None = Field(
+        None, description="Qdrant server URL for backend 'server', e.g. http://qdrant:6333."
+    )
     api_key: str | None = Field(None, description="Qdrant API key (server mode).")
     collection: str = Field("chunks", description="Collection name (the model name is appended).")
 
 
 class RetrievalSettings(BaseModel):
     fusion: Literal["weighted", "rrf"] = Field(
-        "weighted", description="'weighted' = min-max normalised weighted sum; 'rrf' = reciprocal rank fusion."
+        "weighted",
+        description="'weighted' = min-max normalised weighted sum; 'rrf' = reciprocal rank fusion.",
     )
     rrf_k: int = Field(60, ge=1, description="k in RRF's 1/(k + rank).")
     weight_sparse: float = Field(0.8, ge=0, description="Fusion weight of the BMX leg.")
     weight_dense: float = Field(0.2, ge=0, description="Fusion weight of the dense leg.")
     weight_graph: float = Field(0.0, ge=0, description="Fusion weight of the graph leg.")
     candidates: int = Field(100, ge=1, le=2000, description="Hits taken from each leg before fusion.")
+
+
+class LLMSettings(BaseModel):
+    backend: Literal["ollama", "openai", "none"] = Field(
+        "ollama",
+        description="'ollama' (default), 'openai' (any OpenAI-compatible server: vLLM, llama.cpp, LM Studio), "
+        "'none' (never call an LLM: extractive answers only).",
+    )
+    url: str = Field(
+        "http://127.0.0.1:11434",
+        description="Server base URL. Ollama: http://HOST:11434; OpenAI-compatible: http://HOST:8000/v1.",
+    )
+    model: str = Field("qwen2.5:7b-instruct", description="Model name as the server knows it.")
+    api_key: str | None = Field(None, description="Bearer token for OpenAI-compatible servers.")
+    num_ctx: int | None = Field(
+        None, ge=512, description="Context window to request (None = read the model's own from /api/show)."
+    )
+    max_tokens: int = Field(1024, ge=16, description="Upper bound on generated tokens per answer.")
+    temperature: float = Field(0.1, ge=0, le=2, description="Sampling temperature.")
+    connect_timeout_s: float = Field(5.0, gt=0, description="Seconds to wait for a TCP connection.")
+    first_token_timeout_s: float = Field(
+        300.0, gt=0, description="Seconds to wait for the first token (covers a cold model load)."
+    )
+    read_timeout_s: float = Field(60.0, gt=0, description="Seconds allowed between two streamed tokens.")
+    retries: int = Field(2, ge=0, le=10, description="Retries on connection errors before the first token.")
+
+
+class AnswerSettings(BaseModel):
+    k: int = Field(6, ge=1, le=50, description="Retrieved chunks offered to the model as numbered context.")
+    context_budget: float = Field(
+        0.6, gt=0, le=0.95, description="Share of the model's context window the retrieved blocks may use."
+    )
+    min_evidence: float | None = Field(
+        None,
+        description="Refuse to answer below this evidence score (None = the measured default, see README).",
+    )
 
 
 class Settings(BaseSettings):
@@ -119,6 +166,8 @@ class Settings(BaseSettings):
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)  # type: ignore[arg-type]
     vectors: VectorSettings = Field(default_factory=VectorSettings)  # type: ignore[arg-type]
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)  # type: ignore[arg-type]
+    llm: LLMSettings = Field(default_factory=LLMSettings)  # type: ignore[arg-type]
+    answer: AnswerSettings = Field(default_factory=AnswerSettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(

@@ -92,7 +92,9 @@ _DOC_COLUMNS = (
 
 
 def _doc_from_row(row: sqlite3.Row | tuple) -> DocumentRecord:
-    (doc_id, path, root, source, fmt, size, mtime_ns, content_hash, pipeline, n_pages, n_chunks, enc) = row[:12]
+    (doc_id, path, root, source, fmt, size, mtime_ns, content_hash, pipeline, n_pages, n_chunks, enc) = row[
+        :12
+    ]
     return DocumentRecord(
         doc_id=doc_id,
         path=path,
@@ -137,7 +139,8 @@ class ChunkStore:
         self.path = self.data_dir / DB_NAME
         if not self.path.exists() and not create:
             raise StoreError(
-                f"no index in {self.data_dir}", hint="run `rag ingest FOLDER` first or pass the right --data-dir"
+                f"no index in {self.data_dir}",
+                hint="run `rag ingest FOLDER` first or pass the right --data-dir",
             )
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -167,7 +170,7 @@ class ChunkStore:
                     hint="re-ingest into a new --data-dir",
                 )
 
-    # -- lifecycle -----------------------------------------------------------------------------------------
+    # -- lifecycle ---------------------------------------------------------------------------------
 
     def close(self) -> None:
         self.release_writer_lock()
@@ -217,7 +220,7 @@ class ChunkStore:
             if writer.changed:
                 db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
 
-    # -- reads ---------------------------------------------------------------------------------------------
+    # -- reads -------------------------------------------------------------------------------------
 
     def generation(self) -> int:
         return int(self._db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])

@@ -24,7 +24,9 @@ def notes_dir(tmp_path: Path) -> Path:
         "# Docker 封装\n\n## 用 GPU 启动 Ollama\n\n用 `docker run --gpus all` 启动 ollama，端口 11434。\n",
         encoding="utf-8",
     )
-    (root / "todo.txt").write_text("Remember: ollama ps shows whether the model runs on the GPU.\n", encoding="utf-8")
+    (root / "todo.txt").write_text(
+        "Remember: ollama ps shows whether the model runs on the GPU.\n", encoding="utf-8"
+    )
     (root / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
     (root / ".git" / "notes.md").write_text("# hidden, must be skipped\n")
     (root / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32)

@@ -17,7 +17,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _make_folder(root: Path, n: int) -> None:
     rng = random.Random(7)
-    words = ["docker", "ollama", "GPU", "显存", "模型", "端口", "11434", "qdrant", "检索", "向量", "`--gpus all`"]
+    words = [
+        "docker",
+        "ollama",
+        "GPU",
+        "显存",
+        "模型",
+        "端口",
+        "11434",
+        "qdrant",
+        "检索",
+        "向量",
+        "`--gpus all`",
+    ]
     for i in range(n):
         sub = root / f"d{i % 7}"
         sub.mkdir(parents=True, exist_ok=True)
@@ -37,9 +49,15 @@ def _env() -> dict[str, str]:
 
 def _state(data: Path) -> tuple[list[tuple], list[tuple]]:
     db = sqlite3.connect(data / "chunks.sqlite3")
-    docs = db.execute("SELECT doc_id, source, content_hash, n_chunks FROM documents ORDER BY doc_id").fetchall()
-    chunks = db.execute("SELECT chunk_id, doc_id, ordinal, start, end, text FROM chunks ORDER BY chunk_id").fetchall()
-    orphans = db.execute("SELECT COUNT(*) FROM chunks WHERE doc_id NOT IN (SELECT doc_id FROM documents)").fetchone()
+    docs = db.execute(
+        "SELECT doc_id, source, content_hash, n_chunks FROM documents ORDER BY doc_id"
+    ).fetchall()
+    chunks = db.execute(
+        "SELECT chunk_id, doc_id, ordinal, start, end, text FROM chunks ORDER BY chunk_id"
+    ).fetchall()
+    orphans = db.execute(
+        "SELECT COUNT(*) FROM chunks WHERE doc_id NOT IN (SELECT doc_id FROM documents)"
+    ).fetchone()
     assert orphans[0] == 0
     db.close()
     return docs, chunks
@@ -69,12 +87,16 @@ def test_kill_9_then_rerun_matches_uninterrupted_run(tmp_path: Path) -> None:
         proc.wait(timeout=60)
     assert kills >= 1, "the ingest finished before any kill; the folder is too small for this machine"
 
-    final = subprocess.run(_ingest_cmd(folder, crashed), env=_env(), capture_output=True, text=True, timeout=600)
+    final = subprocess.run(
+        _ingest_cmd(folder, crashed), env=_env(), capture_output=True, text=True, timeout=600
+    )
     assert final.returncode == 0, final.stderr
     summary = json.loads(final.stdout)
     assert summary["documents"] == 240 and summary["failed"] == []
     assert _state(crashed) == _state(ref)
 
     # a further re-run finds nothing to do
-    again = subprocess.run(_ingest_cmd(folder, crashed), env=_env(), capture_output=True, text=True, timeout=600)
+    again = subprocess.run(
+        _ingest_cmd(folder, crashed), env=_env(), capture_output=True, text=True, timeout=600
+    )
     assert json.loads(again.stdout)["unchanged"] == 240

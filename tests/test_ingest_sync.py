@@ -96,7 +96,7 @@ def test_bad_files_are_reported_and_do_not_stop_the_run(settings: Settings, tmp_
     assert all("\n" not in e for e in failed.values())
     assert r["added"] == 2  # good.md and the empty file (no chunks)
     with ChunkStore(settings.data_dir) as store:
-        empty = [d for d in store.documents() if d.source == "empty.md"][0]
+        empty = next(d for d in store.documents() if d.source == "empty.md")
         assert empty.n_chunks == 0
 
 

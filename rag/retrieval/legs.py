@@ -124,7 +124,13 @@ class DenseLeg:
     name = "dense"
 
     def __init__(
-        self, directory: Path, embedder: Embedder, cache: EmbeddingCache, vectors: VectorStore, *, batch: int = 256
+        self,
+        directory: Path,
+        embedder: Embedder,
+        cache: EmbeddingCache,
+        vectors: VectorStore,
+        *,
+        batch: int = 256,
     ) -> None:
         self.dir = directory
         self.embedder = embedder

@@ -73,17 +73,21 @@ class Retriever:
             raise InputError(f"k must be between 1 and {MAX_K}, got {k}")
         per_leg = self.leg_scores(query, k, mode)
         if mode == "hybrid" and len(per_leg) > 1:
-            order = fuse(per_leg, method=self.settings.fusion, weights=self.weights(), rrf_k=self.settings.rrf_k)
+            order = fuse(
+                per_leg, method=self.settings.fusion, weights=self.weights(), rrf_k=self.settings.rrf_k
+            )
         else:
             order = ranked(next(iter(per_leg.values()), {}))
         top = order[:k]
         chunks = {c.chunk_id: c for c in self.store.get_chunks([cid for cid, _ in top])}
-        hits = []
+        hits: list[Hit] = []
         for cid, fused in top:
             chunk = chunks.get(cid)
             if chunk is None:  # the index is ahead of/behind the store for a moment: skip
                 continue
-            scores: dict[str, float | None] = {n: per_leg[n].get(cid) if n in per_leg else None for n in LEG_NAMES}
+            scores: dict[str, float | None] = {
+                n: per_leg[n].get(cid) if n in per_leg else None for n in LEG_NAMES
+            }
             scores["fused"] = fused
             hits.append(Hit(rank=len(hits) + 1, chunk=chunk, score=fused, scores=scores))
         return hits
