@@ -1,0 +1,744 @@
+"""PDF bytes -> :class:`~rag.models.ExtractedDocument`, page by page, with PyMuPDF.
+
+Two modes:
+
+``"text"`` (the default)
+    PyMuPDF's own text extraction (``get_text("dict")``), laid out as light markdown so that the
+    markdown chunker can build heading paths: lines set clearly larger than the document's body
+    size become ``#``/``##``/... headings (largest size first), short stand-alone bold lines at
+    body size become the next level down, monospaced runs become fenced code blocks, ruled tables
+    (found with ``page.find_tables()``, only where the page's vector graphics can hold a grid)
+    become markdown tables in place of their cell text. Soft line breaks inside a paragraph are
+    joined: with nothing between two CJK characters, with a space otherwise; nothing is
+    de-hyphenated. Blocks keep PyMuPDF's reading order (the order of the content stream).
+
+``"markdown"``
+    ``pymupdf4llm.to_markdown(page_chunks=True)`` on its rule-based path (the layout model is
+    switched off for the process: it is several times slower and not needed for notes).
+
+Offsets: the page texts are joined with :data:`PAGE_SEPARATOR` (``"\\n\\n"``) and that separator
+belongs to no page: ``text[span.start:span.end]`` is exactly the text of page ``span.page``, the
+next span starts two characters after the previous one ends, and a page without text has an empty
+span (``start == end``). Text never moves from one page to another.
+
+Errors (all :class:`~rag.errors.DocumentError`): a password-protected file raises
+:class:`EncryptedPdfError`; bytes that are not a PDF, or a PDF damaged so badly that no page
+yields text, raise :class:`CorruptPdfError`; a readable PDF without text on any page raises
+:class:`NoTextLayerError`. A file that MuPDF had to repair, or with some pages unreadable or
+without text, is still returned, with a note saying so. MuPDF's own messages are kept off stderr
+while a file is read.
+
+Not thread-safe: MuPDF's message switches and message store are process-wide.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from rag.errors import CorruptPdfError, DependencyMissingError, EncryptedPdfError, NoTextLayerError
+from rag.models import ExtractedDocument, PageSpan
+
+if TYPE_CHECKING:
+    import pymupdf
+
+PdfMode = Literal["text", "markdown"]
+
+PAGE_SEPARATOR = "\n\n"
+REPAIRED_NOTE = "repaired damaged PDF structure"
+
+# A page counts as "without text" below MIN_PAGE_CHARS non-space characters, or below
+# SCANNED_MAX_CHARS when images cover at least SCANNED_MIN_IMAGE_COVER of it.
+MIN_PAGE_CHARS = 5
+SCANNED_MAX_CHARS = 40
+SCANNED_MIN_IMAGE_COVER = 0.5
+
+# Heading detection, relative to the body size (the size covering the most characters).
+HEADING_MIN_RATIO = 1.12
+HEADING_MIN_DELTA = 1.0  # points
+HEADING_MAX_CHARS = 120
+HEADING_MAX_LINES = 3
+BOLD_HEADING_MAX_CHARS = 80
+
+# MuPDF messages that mean a page's content could not be read completely.
+_DAMAGE_RE = re.compile(
+    r"cannot load content stream|premature end|syntax error|object is not a stream|"
+    r"page may not be correct|Length incorrect|cannot find object|unexpected end|"
+    r"corrupt|invalid (?:xref|stream|object)",
+    re.IGNORECASE,
+)
+_TEXT_FLAGS_NAMES = ("TEXT_PRESERVE_LIGATURES", "TEXT_PRESERVE_WHITESPACE", "TEXT_MEDIABOX_CLIP")
+_FONT_BOLD = 16  # pymupdf.TEXT_FONT_BOLD
+_FONT_MONO = 8  # pymupdf.TEXT_FONT_MONOSPACED
+_MONO_NAME_RE = re.compile(r"mono|courier|consol|menlo|code|fixed", re.IGNORECASE)
+_BOLD_NAME_RE = re.compile(r"bold|black|heavy|semibold|demi", re.IGNORECASE)
+_LIST_ITEM_RE = re.compile(r"^\s*(?:[-•*·▪◦●○–]\s|\d{1,3}[.)、](?!\d)|[（(]\d{1,3}[）)]|[a-zA-Z][.)]\s)")
+_HEADING_LIKE_RE = re.compile(r"^(#{1,6})(?=\s|$)")
+_SENTENCE_END = tuple("。．.，,；;：:！!？?")
+_FIRST_WORD_RE = re.compile(r"[^\s\u3000-\u30ff\u3400-\u9fff\uf900-\ufaff\uff00-\uffef]+|.")
+_SENTENCE_STOP = tuple("。．.！!？?")
+_ASCII_ALNUM_RE = re.compile(r"[A-Za-z0-9]")
+_TOC_LEADER_RE = re.compile(r"(?:\.\s?){4,}|…{2,}|·{4,}")  # "Introduction . . . . 1"
+
+
+def extract_pdf(
+    data: bytes,
+    *,
+    mode: PdfMode = "text",
+    name: str = "",
+    tables: bool = True,
+) -> ExtractedDocument:
+    """Extract the text of a PDF given as bytes.
+
+    ``name`` (the file's path or name) only prefixes error messages. ``tables=False`` skips table
+    detection in ``"text"`` mode (table cells then come out as plain lines).
+    """
+    if mode not in ("text", "markdown"):
+        raise ValueError(f"unknown PDF extraction mode: {mode!r}")
+    label = f"{name}: " if name else ""
+    import pymupdf
+
+    with _quiet_mupdf(pymupdf):
+        doc = _open(pymupdf, data, label)
+        try:
+            if mode == "markdown":
+                pages, statuses = _markdown_pages(pymupdf, doc)
+            else:
+                pages, statuses = _text_pages(pymupdf, doc, tables=tables)
+            repaired = bool(doc.is_repaired)
+        finally:
+            doc.close()
+    return _assemble(pages, statuses, repaired=repaired, label=label)
+
+
+# --- opening and diagnostics ---------------------------------------------------------------------
+
+
+@contextmanager
+def _quiet_mupdf(pymupdf: Any) -> Iterator[None]:
+    """Keep MuPDF's errors and warnings off stderr; they are read from its message store instead."""
+    tools = pymupdf.TOOLS
+    old_errors = tools.mupdf_display_errors()
+    old_warnings = tools.mupdf_display_warnings()
+    tools.mupdf_display_errors(False)
+    tools.mupdf_display_warnings(False)
+    tools.reset_mupdf_warnings()
+    try:
+        yield
+    finally:
+        tools.reset_mupdf_warnings()
+        tools.mupdf_display_errors(old_errors)
+        tools.mupdf_display_warnings(old_warnings)
+
+
+def _open(pymupdf: Any, data: bytes, label: str) -> pymupdf.Document:
+    if not data:
+        raise CorruptPdfError(f"{label}empty file")
+    if b"%PDF" not in data[:1024]:
+        raise CorruptPdfError(f"{label}not a PDF (no %PDF header)")
+    try:
+        doc = pymupdf.open(stream=data, filetype="pdf")
+    except Exception as exc:  # MuPDF reports every parse failure as some RuntimeError subclass
+        raise CorruptPdfError(f"{label}cannot read PDF ({_short(exc)})") from exc
+    if doc.needs_pass:
+        doc.close()
+        raise EncryptedPdfError(f"{label}PDF is encrypted and needs a password")
+    if doc.page_count == 0:
+        doc.close()
+        raise CorruptPdfError(f"{label}PDF has no pages (damaged or truncated?)")
+    return doc
+
+
+def _visible(text: str) -> int:
+    """Number of non-whitespace characters."""
+    return len("".join(text.split()))
+
+
+def _short(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()
+    return (msg[0] if msg else type(exc).__name__)[:120]
+
+
+def _take_warnings(pymupdf: Any) -> str:
+    return str(pymupdf.TOOLS.mupdf_warnings(reset=1))
+
+
+@dataclass
+class _PageStatus:
+    chars: int = 0  # non-space characters in the page's text layer
+    damaged: bool = False  # MuPDF reported broken content while reading the page
+    image_cover: float = 0.0  # share of the page under images (measured on pages with little text)
+    table_error: bool = False  # table detection failed; the cells stayed ordinary lines
+
+    @property
+    def has_text(self) -> bool:
+        if self.chars < MIN_PAGE_CHARS:
+            return False
+        # A scan with a stamp or a scanner app's watermark in its text layer is still a scan.
+        return self.chars >= SCANNED_MAX_CHARS or self.image_cover < SCANNED_MIN_IMAGE_COVER
+
+
+def _classify(page: pymupdf.Page, status: _PageStatus, warnings: str) -> None:
+    status.damaged = status.damaged or bool(_DAMAGE_RE.search(warnings))
+    if status.chars < SCANNED_MAX_CHARS:
+        area = abs(page.rect)
+        covered = 0.0
+        try:
+            for info in page.get_image_info():
+                covered += abs(page.rect & info["bbox"])
+        except Exception:
+            return
+        status.image_cover = covered / area if area > 0 else 0.0
+
+
+def _text_flags(pymupdf: Any) -> int:
+    flags = 0
+    for flag_name in _TEXT_FLAGS_NAMES:
+        flags |= int(getattr(pymupdf, flag_name, 0))
+    return flags
+
+
+# --- assembling pages into one document -----------------------------------------------------------
+
+
+def _assemble(
+    pages: Sequence[str], statuses: Sequence[_PageStatus], *, repaired: bool, label: str
+) -> ExtractedDocument:
+    n = len(pages)
+    damaged = [i + 1 for i, s in enumerate(statuses) if s.damaged and not s.has_text]
+    partial = [i + 1 for i, s in enumerate(statuses) if s.damaged and s.has_text]
+    no_text = [i + 1 for i, s in enumerate(statuses) if not s.has_text and not s.damaged]
+    if repaired:
+        # In a repaired file a page with neither text nor images was more likely lost than blank.
+        lost = [p for p in no_text if statuses[p - 1].image_cover == 0.0]
+        damaged = sorted(damaged + lost)
+        no_text = [p for p in no_text if p not in lost]
+    if not any(s.has_text for s in statuses):
+        if damaged:
+            raise CorruptPdfError(
+                f"{label}damaged or truncated PDF: no readable text on any of its {n} page(s)"
+            )
+        raise NoTextLayerError(f"{label}no text layer on {n} page{'s' if n > 1 else ''} (scanned?)")
+
+    notes: list[str] = []
+    if repaired:
+        notes.append(REPAIRED_NOTE)
+    if damaged:
+        notes.append(f"no readable text on damaged {_pages_phrase(damaged)}")
+    if partial:
+        notes.append(f"text may be incomplete on damaged {_pages_phrase(partial)}")
+    if no_text:
+        notes.append(f"no text layer on {_pages_phrase(no_text)} (scanned or blank?)")
+    table_errors = [i + 1 for i, s in enumerate(statuses) if s.table_error]
+    if table_errors:
+        notes.append(f"table detection failed on {_pages_phrase(table_errors)}")
+
+    spans: list[PageSpan] = []
+    pos = 0
+    for i, page_text in enumerate(pages):
+        if i:
+            pos += len(PAGE_SEPARATOR)
+        spans.append(PageSpan(page=i + 1, start=pos, end=pos + len(page_text)))
+        pos += len(page_text)
+    return ExtractedDocument(text=PAGE_SEPARATOR.join(pages), format="pdf", pages=spans, notes=notes)
+
+
+def _pages_phrase(pages: Sequence[int]) -> str:
+    """[1, 2, 3, 7] -> "pages 1-3, 7"."""
+    ranges: list[str] = []
+    start = prev = pages[0]
+    for p in [*pages[1:], None]:
+        if p is not None and p == prev + 1:
+            prev = p
+            continue
+        ranges.append(str(start) if start == prev else f"{start}-{prev}")
+        if p is not None:
+            start = prev = p
+    return ("page " if len(pages) == 1 else "pages ") + ", ".join(ranges)
+
+
+# --- "markdown" mode -----------------------------------------------------------------------------
+
+
+def _markdown_pages(pymupdf: Any, doc: pymupdf.Document) -> tuple[list[str], list[_PageStatus]]:
+    try:
+        import pymupdf4llm
+    except ImportError as exc:
+        raise DependencyMissingError(
+            "PDF mode 'markdown' needs pymupdf4llm", hint="pip install pymupdf4llm, or use mode 'text'"
+        ) from exc
+
+    flags = _text_flags(pymupdf)
+    statuses: list[_PageStatus] = []
+    readable: list[int] = []
+    for i in range(doc.page_count):
+        status = _PageStatus()
+        try:
+            page = doc.load_page(i)
+            text = page.get_textpage(flags=flags).extractText()
+            status.chars = _visible(text)
+            _classify(page, status, _take_warnings(pymupdf))
+            readable.append(i)
+        except Exception:
+            status.damaged = True
+            _take_warnings(pymupdf)
+        statuses.append(status)
+
+    pages = [""] * doc.page_count
+    pymupdf4llm.use_layout(False)
+    if readable:
+        chunks = pymupdf4llm.to_markdown(doc, pages=readable, page_chunks=True, show_progress=False)
+        for i, chunk in zip(readable, chunks, strict=True):
+            pages[i] = str(chunk["text"]).strip()
+    _take_warnings(pymupdf)
+    return pages, statuses
+
+
+# --- "text" mode: lines with style ---------------------------------------------------------------
+
+
+@dataclass
+class _Line:
+    text: str
+    chars: int  # non-space characters
+    size: float
+    bold: bool
+    mono: bool
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return (self.x0 + self.x1) / 2, (self.y0 + self.y1) / 2
+
+
+@dataclass
+class _Table:
+    bbox: tuple[float, float, float, float]
+    markdown: str
+    emitted: bool = False
+
+    def holds(self, line: _Line) -> bool:
+        cx, cy = line.center
+        x0, y0, x1, y1 = self.bbox
+        return x0 - 1 <= cx <= x1 + 1 and y0 - 1 <= cy <= y1 + 1
+
+
+@dataclass
+class _Page:
+    blocks: list[list[_Line]] = field(default_factory=list)
+    tables: list[_Table] = field(default_factory=list)
+
+
+def _text_pages(pymupdf: Any, doc: pymupdf.Document, *, tables: bool) -> tuple[list[str], list[_PageStatus]]:
+    flags = _text_flags(pymupdf)
+    parsed: list[_Page] = []
+    statuses: list[_PageStatus] = []
+    sizes: Counter[float] = Counter()
+    for i in range(doc.page_count):
+        status = _PageStatus()
+        page_data = _Page()
+        try:
+            page = doc.load_page(i)
+            textpage = page.get_textpage(flags=flags)
+            page_data.blocks = _read_lines(textpage.extractDICT())
+            if tables:
+                try:
+                    page_data.tables = _find_tables(page, flags)
+                except Exception:  # the table module failing must not cost the page its text
+                    status.table_error = True
+            for block in page_data.blocks:
+                for line in block:
+                    status.chars += line.chars
+                    sizes[line.size] += line.chars
+            _classify(page, status, _take_warnings(pymupdf))
+        except Exception:
+            status.damaged = True
+            _take_warnings(pymupdf)
+        parsed.append(page_data)
+        statuses.append(status)
+
+    styles = _Styles.from_sizes(sizes, parsed)
+    return [_render_page(p, styles) for p in parsed], statuses
+
+
+def _read_lines(page_dict: dict[str, Any]) -> list[list[_Line]]:
+    blocks: list[list[_Line]] = []
+    for block in page_dict.get("blocks", []):
+        if block.get("type", 0) != 0:
+            continue
+        lines: list[_Line] = []
+        for line in block.get("lines", []):
+            spans = line.get("spans", [])
+            text = "".join(s["text"] for s in spans)
+            if not text.strip():
+                continue
+            size_weight: Counter[float] = Counter()
+            bold = mono = 0
+            total = 0
+            latin_outside_mono = False
+            for s in spans:
+                n = _visible(s["text"])
+                if not n:
+                    continue
+                total += n
+                size_weight[round(float(s["size"]) * 2) / 2] += n
+                font = str(s.get("font", ""))
+                if int(s.get("flags", 0)) & _FONT_BOLD or _BOLD_NAME_RE.search(font):
+                    bold += n
+                if int(s.get("flags", 0)) & _FONT_MONO or _MONO_NAME_RE.search(font):
+                    mono += n
+                elif _ASCII_ALNUM_RE.search(s["text"]):
+                    latin_outside_mono = True
+            x0, y0, x1, y1 = line["bbox"]
+            lines.append(
+                _Line(
+                    text=text.rstrip(),
+                    chars=total,
+                    size=size_weight.most_common(1)[0][0],
+                    bold=bold == total,
+                    mono=mono * 2 >= total and not latin_outside_mono,
+                    x0=x0,
+                    y0=y0,
+                    x1=x1,
+                    y1=y1,
+                )
+            )
+        if lines:
+            blocks.append(lines)
+    return blocks
+
+
+# --- "text" mode: tables -------------------------------------------------------------------------
+
+
+def _grid_regions(page: pymupdf.Page) -> list[tuple[float, float, float, float]]:
+    """Regions of the page whose horizontal and vertical rules could form a table grid.
+
+    ``find_tables`` costs ~0.2 s on a full page of text (it builds a per-character list in
+    Python), so it only runs clipped to these regions: pages without ruled grids cost one
+    ``get_cdrawings`` call (~2 ms).
+    """
+    segments: list[tuple[float, float, float, float, bool]] = []  # x0, y0, x1, y1, horizontal
+    for path in page.get_cdrawings():
+        for item in path.get("items", ()):
+            kind = item[0]
+            if kind == "l":
+                (ax, ay), (bx, by) = item[1], item[2]
+                if abs(ay - by) < 1 and abs(ax - bx) >= 3:
+                    segments.append((min(ax, bx), ay, max(ax, bx), ay, True))
+                elif abs(ax - bx) < 1 and abs(ay - by) >= 3:
+                    segments.append((ax, min(ay, by), ax, max(ay, by), False))
+            elif kind == "re":
+                x0, y0, x1, y1 = item[1]
+                w, h = abs(x1 - x0), abs(y1 - y0)
+                if w < 3 <= h:
+                    segments.append((x0, y0, x1, y1, False))
+                elif h < 3 <= w:
+                    segments.append((x0, y0, x1, y1, True))
+                elif w >= 3 and h >= 3:
+                    segments += [(x0, y0, x1, y0, True), (x0, y1, x1, y1, True)]
+                    segments += [(x0, y0, x0, y1, False), (x1, y0, x1, y1, False)]
+    if sum(s[4] for s in segments) < 3 or sum(not s[4] for s in segments) < 3:
+        return []
+    if len(segments) > 3000:  # a vector drawing, not a table grid: look at the whole page once
+        return [tuple(page.rect)]
+    # Group segments that touch (within 2 pt) into clusters.
+    clusters: list[list[float]] = []  # x0, y0, x1, y1, n_horizontal, n_vertical
+    tol = 2.0
+    for x0, y0, x1, y1, horizontal in sorted(segments, key=lambda s: (s[1], s[0])):
+        hit = [
+            c
+            for c in clusters
+            if x0 <= c[2] + tol and c[0] - tol <= x1 and y0 <= c[3] + tol and c[1] - tol <= y1
+        ]
+        merged = [x0, y0, x1, y1, float(horizontal), float(not horizontal)]
+        for c in hit:
+            clusters.remove(c)
+            merged = [
+                min(merged[0], c[0]),
+                min(merged[1], c[1]),
+                max(merged[2], c[2]),
+                max(merged[3], c[3]),
+                merged[4] + c[4],
+                merged[5] + c[5],
+            ]
+        clusters.append(merged)
+    return [(c[0] - 2, c[1] - 2, c[2] + 2, c[3] + 2) for c in clusters if c[4] >= 3 and c[5] >= 3]
+
+
+def _find_tables(page: pymupdf.Page, flags: int) -> list[_Table]:
+    found: list[_Table] = []
+    for clip in _grid_regions(page):
+        try:
+            finder = page.find_tables(clip=clip, strategy="lines", use_layout=False)
+        except TypeError:  # PyMuPDF before the layout analyser existed
+            finder = page.find_tables(clip=clip, strategy="lines")
+        for table in finder.tables:
+            markdown = _table_markdown(page, table, flags)
+            if markdown:
+                found.append(_Table(bbox=tuple(table.bbox), markdown=markdown))
+    return found
+
+
+def _table_markdown(page: pymupdf.Page, table: Any, flags: int) -> str:
+    """A GitHub markdown table built from the cell rectangles; the first row is the header.
+
+    Each character of the table area goes to the cell holding its centre. (The table module's own
+    cell text drops the spaces between Chinese and Latin runs, and ``TextPage.extractTextbox``
+    walks every character of the page once per cell.)
+    """
+    grid: list[list[tuple[float, float, float, float] | None]] = [list(row.cells) for row in table.rows]
+    if len(grid) < 2 or max(len(r) for r in grid) < 2:
+        return ""
+    cell_lines: dict[tuple[int, int], list[str]] = {}
+    raw = page.get_text("rawdict", clip=table.bbox, flags=flags)
+    for block in raw.get("blocks", []):
+        for line in block.get("lines", []):
+            parts: dict[tuple[int, int], list[str]] = {}
+            for span in line.get("spans", []):
+                for ch in span.get("chars", []):
+                    x0, y0, x1, y1 = ch["bbox"]
+                    key = _cell_at(grid, (x0 + x1) / 2, (y0 + y1) / 2)
+                    if key is not None:
+                        parts.setdefault(key, []).append(ch["c"])
+            for key, chars in parts.items():
+                cell_lines.setdefault(key, []).append("".join(chars))
+    rows = [
+        [_join_lines(cell_lines.get((r, c), [])).replace("|", "\\|") for c in range(len(row))]
+        for r, row in enumerate(grid)
+    ]
+    if not any(cell for row in rows for cell in row):
+        return ""
+    width = max(len(r) for r in rows)
+    rows = [r + [""] * (width - len(r)) for r in rows]
+    out = ["| " + " | ".join(rows[0]) + " |", "|" + " --- |" * width]
+    out += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    return "\n".join(out)
+
+
+def _cell_at(
+    grid: list[list[tuple[float, float, float, float] | None]], x: float, y: float
+) -> tuple[int, int] | None:
+    for r, row in enumerate(grid):
+        for c, cell in enumerate(row):
+            if cell is not None and cell[0] <= x <= cell[2] and cell[1] <= y <= cell[3]:
+                return r, c
+    return None
+
+
+# --- "text" mode: styles and rendering -----------------------------------------------------------
+
+
+@dataclass
+class _Styles:
+    body: float  # the size covering the most characters
+    threshold: float  # smallest heading size
+    levels: dict[float, int]  # heading font size -> markdown level
+    bold_level: int  # level for bold body-size headings
+
+    @classmethod
+    def from_sizes(cls, sizes: Counter[float], pages: Sequence[_Page]) -> _Styles:
+        body = sizes.most_common(1)[0][0] if sizes else 0.0
+        threshold = max(body * HEADING_MIN_RATIO, body + HEADING_MIN_DELTA)
+        heading_sizes: set[float] = set()
+        for page in pages:
+            for block in page.blocks:
+                for run in _runs(block):
+                    if _is_size_heading(run, threshold):
+                        heading_sizes.add(run[0].size)
+        ordered = sorted(heading_sizes, reverse=True)
+        levels = {size: min(rank + 1, 6) for rank, size in enumerate(ordered)}
+        return cls(body=body, threshold=threshold, levels=levels, bold_level=min(len(ordered) + 1, 6))
+
+
+def _runs(block: list[_Line]) -> Iterator[list[_Line]]:
+    """Consecutive lines of a block that share size and monospacing."""
+    run: list[_Line] = []
+    for line in block:
+        if run and (line.size != run[0].size or line.mono != run[0].mono):
+            yield run
+            run = []
+        run.append(line)
+    if run:
+        yield run
+
+
+def _is_size_heading(run: list[_Line], threshold: float) -> bool:
+    text = _join_lines([ln.text for ln in run])
+    return (
+        run[0].size >= threshold
+        and not run[0].mono
+        and len(run) <= HEADING_MAX_LINES
+        and len(text) <= HEADING_MAX_CHARS
+        and any(ch.isalpha() for ch in text)
+        and not _TOC_LEADER_RE.search(text)
+    )
+
+
+def _is_bold_heading(line: _Line, block: list[_Line], index: int) -> bool:
+    """A short bold line standing on its own: first in its block (or after a hard break), last
+    in it (or followed by a hard break), not ending like a sentence or a label ("注意：")."""
+    text = line.text.strip()
+    if not line.bold or line.mono or len(text) > BOLD_HEADING_MAX_CHARS or text.endswith(_SENTENCE_END):
+        return False
+    if not any(ch.isalpha() for ch in text) or _TOC_LEADER_RE.search(text):
+        return False
+    right = max(ln.x1 for ln in block)
+    before_ok = index == 0 or _hard_break(block[index - 1], line, right)
+    after_ok = index == len(block) - 1 or _hard_break(line, block[index + 1], right)
+    return before_ok and after_ok
+
+
+def _hard_break(line: _Line, nxt: _Line, right: float) -> bool:
+    """Whether the break between ``line`` and ``nxt`` is a real one, not paragraph wrapping:
+    ``nxt`` starts a list item, or the room left at the end of ``line`` would have held the first
+    word of ``nxt`` (a wrapping line breaker would have put it there), or ``line`` ends a
+    sentence and stops clearly short of the right edge."""
+    if _LIST_ITEM_RE.match(nxt.text):
+        return True
+    room = right - line.x1
+    if line.text.rstrip().endswith(_SENTENCE_STOP) and room > 2 * line.size:
+        return True
+    word = _FIRST_WORD_RE.match(nxt.text.lstrip())
+    first = word.group(0) if word else nxt.text.lstrip()[:1]
+    # Rough advance widths: 1 em for CJK / full-width characters, 0.6 em otherwise.
+    needed = sum(1.0 if _is_cjk(ch) else 0.6 for ch in first) * nxt.size
+    return room > needed + line.size
+
+
+def _render_page(page: _Page, styles: _Styles) -> str:
+    parts: list[str] = []
+    code: list[_Line] = []
+
+    def flush_code() -> None:
+        if code:
+            parts.append(_code_block(code))
+            code.clear()
+
+    for block in page.blocks:
+        kept: list[_Line] = []
+        for line in block:
+            table = next((t for t in page.tables if t.holds(line)), None)
+            if table is None:
+                kept.append(line)
+                continue
+            if kept:
+                _render_block(kept, styles, parts, code, flush_code)
+                kept = []
+            if not table.emitted:
+                flush_code()
+                parts.append(table.markdown)
+                table.emitted = True
+        if kept:
+            _render_block(kept, styles, parts, code, flush_code)
+    flush_code()
+    parts += [t.markdown for t in page.tables if not t.emitted]
+    return "\n\n".join(p for p in parts if p).strip()
+
+
+def _render_block(
+    block: list[_Line],
+    styles: _Styles,
+    parts: list[str],
+    code: list[_Line],
+    flush_code: Any,
+) -> None:
+    for run in _runs(block):
+        if run[0].mono:
+            code.extend(run)
+            continue
+        flush_code()
+        if run[0].size in styles.levels and _is_size_heading(run, styles.threshold):
+            heading = _join_lines([ln.text for ln in run])
+            parts.append("#" * styles.levels[run[0].size] + " " + heading)
+            continue
+        paragraph: list[_Line] = []
+        first = next(i for i, ln in enumerate(block) if ln is run[0])
+        for index, line in enumerate(run, start=first):
+            if _is_bold_heading(line, block, index):
+                if paragraph:
+                    parts.append(_paragraph(paragraph, block))
+                    paragraph = []
+                parts.append("#" * styles.bold_level + " " + line.text.strip())
+            else:
+                paragraph.append(line)
+        if paragraph:
+            parts.append(_paragraph(paragraph, block))
+
+
+def _paragraph(lines: list[_Line], block: list[_Line]) -> str:
+    right = max(ln.x1 for ln in block)
+    out = [lines[0].text.strip()]
+    for prev, line in itertools.pairwise(lines):
+        if _hard_break(prev, line, right):
+            out.append("\n" + line.text.strip())
+        else:
+            out.append(_joiner(out[-1], line.text.strip()) + line.text.strip())
+    text = "".join(out)
+    # A line of prose that starts with "#" must not turn into a markdown heading.
+    return "\n".join(_HEADING_LIKE_RE.sub(r"\\\1", ln) for ln in text.split("\n"))
+
+
+def _code_block(lines: list[_Line]) -> str:
+    left = min(ln.x0 for ln in lines)
+    body = []
+    for ln in lines:
+        char_width = 0.6 * ln.size  # monospaced advance is about 0.6 em
+        indent = max(0, round((ln.x0 - left) / char_width)) if char_width else 0
+        body.append(" " * indent + ln.text)
+    text = "\n".join(body)
+    fence = "~~~" if "```" in text else "```"
+    return f"{fence}\n{text}\n{fence}"
+
+
+# --- line joining ---------------------------------------------------------------------------------
+
+
+def _is_cjk(ch: str) -> bool:
+    """Characters written without spaces between words (Chinese, Japanese, full-width forms)."""
+    o = ord(ch)
+    return (
+        0x3000 <= o <= 0x30FF  # CJK punctuation, kana
+        or 0x3400 <= o <= 0x4DBF  # extension A
+        or 0x4E00 <= o <= 0x9FFF  # unified ideographs
+        or 0xF900 <= o <= 0xFAFF  # compatibility ideographs
+        or 0xFF00 <= o <= 0xFFEF  # full-width forms and punctuation
+        or 0x20000 <= o <= 0x2FA1F  # extensions B-F, compatibility supplement
+    )
+
+
+def _is_cjk_punct(ch: str) -> bool:
+    """Full-width punctuation (。，、；：！？（）「」 ...), never followed or preceded by a space."""
+    o = ord(ch)
+    return 0x3000 <= o <= 0x303F or (0xFF00 <= o <= 0xFFEF and not ch.isalnum())
+
+
+def _joiner(left: str, right: str) -> str:
+    """What goes between two soft-wrapped lines: nothing between CJK characters or next to
+    full-width punctuation, nothing after a hyphen between two Latin letters ("multi-" + "line",
+    the hyphen is kept), else a space."""
+    if not left or not right:
+        return ""
+    a, b = left[-1], right[0]
+    if (_is_cjk(a) and _is_cjk(b)) or _is_cjk_punct(a) or _is_cjk_punct(b):
+        return ""
+    if a == "-" and len(left) > 1 and left[-2].isalpha() and b.isalpha():
+        return ""
+    return " "
+
+
+def _join_lines(lines: Sequence[str]) -> str:
+    out = ""
+    for raw in lines:
+        line = raw.strip()
+        if line:
+            out = out + _joiner(out, line) + line if out else line
+    return out
