@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from rag.store import ChunkStore, DocumentRecord, StoreWriter
 EXTRACTOR_VERSION = 1
 
 ProgressFn = Callable[[int, int, str], None]
+PARALLEL_MIN_JOBS = 16  # below 2x this many files, worker start-up costs more than it saves
 
 
 def _hash(*parts: str | bytes, size: int = 8) -> str:
@@ -193,6 +194,61 @@ def _collect(paths: Sequence[Path], settings: IngestSettings) -> tuple[list[Foun
     return unique, roots
 
 
+@dataclass(slots=True)
+class _Job:
+    """One file to (re)read; everything a worker process needs."""
+
+    found: FoundFile
+    fmt: DocFormat
+    known_hash: str | None  # content hash of the stored version, when the pipeline is unchanged
+
+
+@dataclass(slots=True)
+class _Outcome:
+    content_hash: str | None = None
+    doc: ExtractedDocument | None = None  # None with no error: bytes unchanged
+    chunks: list[Chunk] | None = None
+    error: str | None = None
+
+
+def _read_and_chunk(job: _Job, ingest: IngestSettings, chunking: ChunkingSettings) -> _Outcome:
+    """Pure per-file work (runs in a worker process): read, hash, extract, redact, chunk."""
+    found = job.found
+    try:
+        data = found.path.read_bytes()
+        content_hash = hashlib.sha256(data).hexdigest()
+        if content_hash == job.known_hash:
+            return _Outcome(content_hash=content_hash)
+        doc = extract(data, job.fmt, ingest, name=found.source)
+        chunks = chunk_document(doc, doc_id=doc_id_for(found.path), source=found.source, chunking=chunking)
+        return _Outcome(content_hash=content_hash, doc=doc, chunks=chunks)
+    except DocumentError as exc:
+        return _Outcome(error=exc.one_line())
+    except OSError as exc:
+        return _Outcome(error=f"cannot read file: {exc.strerror or exc}")
+    except Exception as exc:  # a bug or a library crash on one file must not stop the run
+        return _Outcome(error=f"internal error while reading: {type(exc).__name__}: {exc}")
+
+
+def _outcomes(jobs: list[_Job], settings: Settings, workers: int) -> Iterator[tuple[_Job, _Outcome]]:
+    """Outcomes in job order; a process pool when there is enough work to pay for it."""
+    if workers <= 1 or len(jobs) < 2 * PARALLEL_MIN_JOBS:
+        for job in jobs:
+            yield job, _read_and_chunk(job, settings.ingest, settings.chunking)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    work = functools.partial(_read_and_chunk, ingest=settings.ingest, chunking=settings.chunking)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_spawn()) as pool:
+        yield from zip(jobs, pool.map(work, jobs, chunksize=8), strict=True)
+
+
+def _spawn() -> Any:
+    import multiprocessing
+
+    return multiprocessing.get_context("spawn")  # no fork: the caller may hold threads and open handles
+
+
 def sync_paths(
     paths: Sequence[Path],
     settings: Settings,
@@ -200,7 +256,13 @@ def sync_paths(
     *,
     progress: ProgressFn | None = None,
 ) -> IngestReport:
-    """Bring the store in step with ``paths`` (files and folders). Takes the store's writer lock."""
+    """Bring the store in step with ``paths`` (files and folders). Takes the store's writer lock.
+
+    Files whose size and mtime match the manifest are skipped without reading;
+    the rest are read, hashed and (when the bytes changed) extracted and chunked,
+    in ``settings.ingest.workers`` processes. All writes happen here, whole
+    documents per transaction.
+    """
     t0 = time.perf_counter()
     report = IngestReport()
     files, roots = _collect(paths, settings.ingest)
@@ -211,22 +273,33 @@ def sync_paths(
         pending: list[Callable[[StoreWriter], object]] = []
         last_commit = time.monotonic()
 
-        def flush() -> None:
+        def flush(force: bool = False) -> None:
             nonlocal last_commit
-            if pending:
+            due = len(pending) >= settings.ingest.commit_every or time.monotonic() - last_commit > 2.0
+            if pending and (force or due):
                 with store.transaction() as tx:
                     for op in pending:
                         op(tx)
                 pending.clear()
-            last_commit = time.monotonic()
+                last_commit = time.monotonic()
 
-        for i, found in enumerate(files):
+        jobs: list[_Job] = []
+        existing: dict[str, DocumentRecord | None] = {}
+        for found in files:  # cheap pass: stat + manifest lookup
+            record = existing[str(found.path)] = store.document_by_path(str(found.path))
+            job = _plan(found, record, fingerprint, max_bytes, settings, report, pending)
+            if job is not None:
+                jobs.append(job)
+        flush(force=True)
+
+        done = len(files) - len(jobs)
+        for job, outcome in _outcomes(jobs, settings, settings.ingest.workers):
+            done += 1
             if progress:
-                progress(i, len(files), found.source)
-            _sync_one(found, store, settings, fingerprint, max_bytes, report, pending)
-            if len(pending) >= settings.ingest.commit_every or time.monotonic() - last_commit > 2.0:
-                flush()
-        flush()
+                progress(done, len(files), job.found.source)
+            _apply(job, outcome, existing[str(job.found.path)], fingerprint, report, pending)
+            flush()
+        flush(force=True)
 
         seen = {str(f.path) for f in files}
         for root in roots:
@@ -234,7 +307,7 @@ def sync_paths(
                 if doc.path not in seen:
                     pending.append(functools.partial(StoreWriter.delete_document, doc_id=doc.doc_id))
                     report.deleted += 1
-        flush()
+        flush(force=True)
         if progress:
             progress(len(files), len(files), "")
     finally:
@@ -245,71 +318,79 @@ def sync_paths(
     return report
 
 
-def _sync_one(
+def _plan(
     found: FoundFile,
-    store: ChunkStore,
-    settings: Settings,
+    existing: DocumentRecord | None,
     fingerprint: str,
     max_bytes: int,
+    settings: Settings,
+    report: IngestReport,
+    pending: list[Callable[[StoreWriter], object]],
+) -> _Job | None:
+    """Decide from stat + manifest alone; a job when the file must be read."""
+    try:
+        st = found.path.stat()
+    except OSError as exc:
+        _failed(found, f"cannot read file: {exc.strerror or exc}", existing, report, pending)
+        return None
+    fmt = SUPPORTED_SUFFIXES.get(found.path.suffix.lower())
+    if fmt is None:
+        err: DocumentError = UnsupportedFileError(
+            f"unsupported file type {found.path.suffix or '(none)'}",
+            hint="supported: .md .markdown .txt .pdf",
+        )
+        _failed(found, err.one_line(), existing, report, pending)
+        return None
+    same_pipeline = existing is not None and existing.pipeline == fingerprint
+    if (
+        existing is not None
+        and same_pipeline
+        and (existing.size, existing.mtime_ns) == (st.st_size, st.st_mtime_ns)
+    ):
+        _unchanged(existing, found, st, report, pending)
+        return None
+    if st.st_size > max_bytes:
+        err = FileTooLargeError(
+            f"file is {st.st_size / 2**20:.1f} MiB, over the {settings.ingest.max_file_mb:g} MiB limit",
+            hint="raise RAG_INGEST__MAX_FILE_MB to ingest it",
+        )
+        _failed(found, err.one_line(), existing, report, pending)
+        return None
+    known = existing.content_hash if existing is not None and same_pipeline else None
+    return _Job(found=found, fmt=fmt, known_hash=known)  # type: ignore[arg-type]
+
+
+def _apply(
+    job: _Job,
+    outcome: _Outcome,
+    existing: DocumentRecord | None,
+    fingerprint: str,
     report: IngestReport,
     pending: list[Callable[[StoreWriter], object]],
 ) -> None:
-    path_str = str(found.path)
-    root_str = str(found.root)
-    existing = store.document_by_path(path_str)
+    found = job.found
+    if outcome.error is not None:
+        _failed(found, outcome.error, existing, report, pending)
+        return
     try:
         st = found.path.stat()
-        fmt = SUPPORTED_SUFFIXES.get(found.path.suffix.lower())
-        if fmt is None:
-            raise UnsupportedFileError(
-                f"unsupported file type {found.path.suffix or '(none)'}",
-                hint="supported: .md .markdown .txt .pdf",
-            )
-        if (
-            existing
-            and existing.pipeline == fingerprint
-            and (existing.size, existing.mtime_ns)
-            == (
-                st.st_size,
-                st.st_mtime_ns,
-            )
-        ):
-            _unchanged(existing, found, st, report, pending)
-            return
-        if st.st_size > max_bytes:
-            raise FileTooLargeError(
-                f"file is {st.st_size / 2**20:.1f} MiB, over the {settings.ingest.max_file_mb:g} MiB limit",
-                hint="raise RAG_INGEST__MAX_FILE_MB to ingest it",
-            )
-        data = found.path.read_bytes()
-        content_hash = hashlib.sha256(data).hexdigest()
-        if existing and existing.pipeline == fingerprint and existing.content_hash == content_hash:
-            _unchanged(existing, found, st, report, pending)
-            return
-        doc = extract(data, fmt, settings.ingest, name=found.source)  # type: ignore[arg-type]
-        doc_id = doc_id_for(found.path)
-        chunks = chunk_document(doc, doc_id=doc_id, source=found.source, chunking=settings.chunking)
-    except DocumentError as exc:
-        _failed(found, exc.one_line(), existing, report, pending)
-        return
     except OSError as exc:
         _failed(found, f"cannot read file: {exc.strerror or exc}", existing, report, pending)
         return
-    except Exception as exc:  # a bug or a library crash on one file must not stop the run
-        _failed(
-            found, f"internal error while reading: {type(exc).__name__}: {exc}", existing, report, pending
-        )
+    if outcome.doc is None:
+        assert existing is not None
+        _unchanged(existing, found, st, report, pending)
         return
-
+    doc, chunks = outcome.doc, outcome.chunks or []
     record = DocumentRecord(
-        doc_id=doc_id,
-        path=path_str,
-        root=root_str,
+        doc_id=doc_id_for(found.path),
+        path=str(found.path),
+        root=str(found.root),
         source=found.source,
         format=doc.format,
         size=st.st_size,
         mtime_ns=st.st_mtime_ns,
-        content_hash=content_hash,
+        content_hash=outcome.content_hash or "",
         pipeline=fingerprint,
         n_pages=len(doc.pages) if doc.pages else None,
         n_chunks=len(chunks),
@@ -318,7 +399,7 @@ def _sync_one(
         redactions=doc.redactions,
         ingested_at=time.time(),
     )
-    pending.append(lambda tx: tx.put_document(record, doc.text, chunks))
+    pending.append(functools.partial(StoreWriter.put_document, doc=record, text=doc.text, chunks=chunks))
     if existing:
         report.updated += 1
     else:

@@ -67,6 +67,12 @@ class IngestSettings(BaseModel):
         "'markdown' = pymupdf4llm (slower, see README).",
     )
     commit_every: int = Field(64, ge=1, description="Documents written per store transaction.")
+    workers: int = Field(
+        default_factory=lambda: min(4, os.cpu_count() or 1),
+        ge=1,
+        le=64,
+        description="Processes that read and chunk files in parallel (1 = in-process).",
+    )
 
 
 class SparseSettings(BaseModel):
@@ -131,6 +137,12 @@ class LLMSettings(BaseModel):
     num_ctx: int | None = Field(
         None, ge=512, description="Context window to request (None = read the model's own from /api/show)."
     )
+    num_ctx_max: int = Field(
+        8192,
+        ge=512,
+        description="Upper bound on the context window read from the model when num_ctx is None (a 128k "
+        "window allocates a very large KV cache).",
+    )
     max_tokens: int = Field(1024, ge=16, description="Upper bound on generated tokens per answer.")
     temperature: float = Field(0.1, ge=0, le=2, description="Sampling temperature.")
     connect_timeout_s: float = Field(5.0, gt=0, description="Seconds to wait for a TCP connection.")
@@ -139,6 +151,9 @@ class LLMSettings(BaseModel):
     )
     read_timeout_s: float = Field(60.0, gt=0, description="Seconds allowed between two streamed tokens.")
     retries: int = Field(2, ge=0, le=10, description="Retries on connection errors before the first token.")
+    retry_backoff_s: float = Field(
+        0.5, ge=0, description="Wait before the first retry; doubles for each further retry."
+    )
 
 
 class AnswerSettings(BaseModel):
@@ -149,6 +164,11 @@ class AnswerSettings(BaseModel):
     min_evidence: float | None = Field(
         None,
         description="Refuse to answer below this evidence score (None = the measured default, see README).",
+    )
+    fallback: bool = Field(
+        True,
+        description="When the LLM server cannot be reached, answer extractively (best sentences, cited) "
+        "instead of failing.",
     )
 
 
