@@ -82,8 +82,8 @@ class SparseSettings(BaseModel):
     alpha: float | None = Field(
         None, description="BMX alpha (None = derived from the corpus, as in the paper)."
     )
-    beta: float = Field(
-        0.01, ge=0, description="BMX beta: weight of the entropy-weighted query-term similarity."
+    beta: float | None = Field(
+        None, ge=0, description="BMX beta (None = 1/ln(1+N), the reference implementation's default)."
     )
 
 

@@ -68,7 +68,9 @@ class SparseLeg:
 
     name = "sparse"
 
-    def __init__(self, directory: Path, tokenizer: Tokenizer, *, alpha: float | None, beta: float) -> None:
+    def __init__(
+        self, directory: Path, tokenizer: Tokenizer, *, alpha: float | None, beta: float | None
+    ) -> None:
         from rag.sparse.bmx import BMXIndex
 
         self.dir = directory
@@ -178,7 +180,7 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)[:80]
 
 
-def sparse_leg(data_dir: Path, *, cjk: str | None, alpha: float | None, beta: float) -> SparseLeg:
+def sparse_leg(data_dir: Path, *, cjk: str | None, alpha: float | None, beta: float | None) -> SparseLeg:
     from rag.sparse.tokenize import Tokenizer
 
     tokenizer = Tokenizer(cjk=cjk) if cjk else Tokenizer()  # type: ignore[arg-type]
