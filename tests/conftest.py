@@ -9,6 +9,13 @@ import pytest
 from rag.settings import Settings
 
 
+@pytest.fixture(autouse=True)
+def _sparse_only_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CLI runs in tests skip the dense leg unless a test names a model (the real e5 model is slow on CPU)."""
+    monkeypatch.setenv("RAG_EMBEDDING__MODEL", "none")
+    monkeypatch.delenv("RAG_DATA_DIR", raising=False)
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path / "data")
