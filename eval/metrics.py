@@ -23,11 +23,28 @@ A ranked list is read top-down; a document id repeated in it counts only at
 its first position. A run given as ``{doc_id: score}`` is ranked by score
 descending, ties broken by doc id ascending (trec_eval breaks ties by doc id
 too, but descending; the order here is the project's own and is stable).
+
+Answer metrics (for collections with gold answer strings):
+
+* answer recall@k: 1 when any of the top-k retrieved passages contains a gold
+  answer as a substring after :func:`normalize_for_match` (NFKC, case folding,
+  whitespace runs collapsed), else 0 — the "top-k retrieval accuracy" of
+  Karpukhin et al., "Dense Passage Retrieval for Open-Domain Question
+  Answering", EMNLP 2020, §5.1, with a lighter normalisation;
+* exact match and F1 of a generated answer against the best gold answer, as in
+  the SQuAD v1.1 evaluation script (Rajpurkar et al., EMNLP 2016): lower-case,
+  punctuation and English articles removed, whitespace tokens; CJK text is
+  split into single characters first, as MLQA's evaluation does for Chinese
+  (Lewis et al., "MLQA", ACL 2020, ``mlqa_evaluation_v1.py``), so that F1 is
+  a character-overlap score for Chinese.
 """
 
 from __future__ import annotations
 
 import math
+import re
+import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 from rag.errors import InputError
@@ -36,10 +53,15 @@ Ranking = Sequence[str] | Mapping[str, float]
 Qrels = Mapping[str, Mapping[str, int]]
 
 __all__ = [
+    "answer_f1",
+    "answer_in_texts",
+    "answer_recall_at_k",
     "evaluate_run",
     "evaluate_run_per_query",
+    "exact_match",
     "mrr_at_k",
     "ndcg_at_k",
+    "normalize_for_match",
     "rank_scores",
     "recall_at_k",
 ]
@@ -158,3 +180,68 @@ def evaluate_run(run: Mapping[str, Ranking], qrels: Qrels, ks: Iterable[int] = (
     n = len(per_query)
     # math.fsum: the mean does not depend on summation order.
     return {f"{name}@{k}": math.fsum(m[f"{name}@{k}"] for m in per_query.values()) / n for name, k in names}
+
+
+# ---------------------------------------------------------------------------------------- answers
+
+_WS_RE = re.compile(r"\s+")
+
+
+def normalize_for_match(text: str) -> str:
+    """NFKC, case-folded, whitespace runs collapsed to one space and stripped."""
+    return _WS_RE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
+def answer_in_texts(texts: Iterable[str], answers: Iterable[str]) -> bool:
+    """Whether any text contains any (non-blank) answer, both normalised by :func:`normalize_for_match`."""
+    golds = [a for a in (normalize_for_match(x) for x in answers) if a]
+    if not golds:
+        return False
+    return any(gold in norm for norm in (normalize_for_match(t) for t in texts) for gold in golds)
+
+
+def answer_recall_at_k(texts: Sequence[str], answers: Iterable[str], k: int) -> float:
+    """1.0 when one of the first ``k`` passages contains a gold answer, else 0.0 (DPR's top-k accuracy)."""
+    _check_k(k)
+    if isinstance(texts, str):
+        raise InputError("texts must be a sequence of passages, not a string")
+    return 1.0 if answer_in_texts(texts[:k], answers) else 0.0
+
+
+_CJK_CHAR_RE = re.compile(
+    "([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\U00020000-\U0003134f])"
+)
+_ARTICLES_RE = re.compile(r"\b(a|an|the)\b")
+
+
+def _answer_tokens(text: str) -> list[str]:
+    """SQuAD normalisation (lower, no punctuation, no articles) with CJK characters as single tokens."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    # punctuation: every Unicode P* category character, as MLQA does (covers CJK punctuation)
+    text = "".join(" " if unicodedata.category(ch).startswith("P") else ch for ch in text)
+    text = _ARTICLES_RE.sub(" ", text)
+    text = _CJK_CHAR_RE.sub(r" \1 ", text)
+    return text.split()
+
+
+def exact_match(prediction: str, answers: Iterable[str]) -> float:
+    """1.0 when the normalised prediction equals a normalised gold answer (SQuAD v1.1 EM), else 0.0."""
+    pred = _answer_tokens(prediction)
+    return 1.0 if any(pred == _answer_tokens(a) for a in answers) else 0.0
+
+
+def answer_f1(prediction: str, answers: Iterable[str]) -> float:
+    """Best token-overlap F1 over the gold answers (SQuAD v1.1; CJK characters as tokens)."""
+    pred = _answer_tokens(prediction)
+    best = 0.0
+    for gold_text in answers:
+        gold = _answer_tokens(gold_text)
+        if not pred or not gold:
+            best = max(best, float(pred == gold))
+            continue
+        common = sum((Counter(pred) & Counter(gold)).values())
+        if common == 0:
+            continue
+        precision, recall = common / len(pred), common / len(gold)
+        best = max(best, 2 * precision * recall / (precision + recall))
+    return best

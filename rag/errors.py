@@ -19,7 +19,12 @@ line and exits non-zero, the HTTP API maps them to a status code)::
     ├── StoreError                the on-disk index state is unusable
     │   └── StoreLockedError      another writer holds the data dir
     └── BackendError              an external service/model failed
-        └── DependencyMissingError  an optional package is not installed
+        ├── DependencyMissingError  an optional package is not installed
+        └── LLMError              the language model server failed
+            ├── LLMUnavailableError   server not reachable (refused, DNS, connect timeout)
+            ├── ModelNotFoundError    the server does not have the model (not pulled)
+            ├── LLMTimeoutError       no first token / no next token in time
+            └── LLMStreamError        bad reply or an error in the middle of a stream
 """
 
 from __future__ import annotations
@@ -99,3 +104,23 @@ class BackendError(RagError):
 
 class DependencyMissingError(BackendError):
     pass
+
+
+class LLMError(BackendError):
+    """The language model server failed; subclasses say how."""
+
+
+class LLMUnavailableError(LLMError):
+    """The server cannot be reached: nothing was sent to the model."""
+
+
+class ModelNotFoundError(LLMError):
+    """The server answers but does not know the configured model."""
+
+
+class LLMTimeoutError(LLMError):
+    hint = "raise RAG_LLM__FIRST_TOKEN_TIMEOUT_S / RAG_LLM__READ_TIMEOUT_S, or use a smaller model"
+
+
+class LLMStreamError(LLMError):
+    """The server replied with an error or an unreadable stream (possibly after some tokens)."""

@@ -1,0 +1,107 @@
+"""`rag ask`: a grounded, cited answer from the indexed notes, streamed to the terminal."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from cli.common import common_options, emit_json
+from rag.settings import Settings
+
+
+@click.command("ask")
+@click.argument("question")
+@click.option("--no-llm", is_flag=True, help="Do not call a model: answer with the best cited sentences.")
+@click.option(
+    "-k",
+    "k",
+    type=click.IntRange(1, 50),
+    default=None,
+    help="Chunks offered to the model as numbered context [default: RAG_ANSWER__K, 6].",
+)
+@common_options
+def ask_cmd(question: str, no_llm: bool, k: int | None, settings: Settings, as_json: bool) -> None:
+    """Answer QUESTION from your documents, citing them as [n] (file, page, quote).
+
+    \b
+    The answer streams from the configured model (Ollama by default,
+    RAG_LLM__URL / RAG_LLM__MODEL), in the question's language, using only the
+    retrieved passages. When the passages are too weak it says the documents do
+    not say. With --no-llm, or when the model server cannot be reached, it
+    prints the best sentences from the top passages instead, labelled as such.
+    QUESTION `-` reads the question from stdin.
+
+    \b
+    Examples:
+      rag ask "怎样用 docker 在 GPU 上启动 ollama？"
+      rag ask "which port does ollama listen on?" -k 4 --no-llm
+      echo "num_ctx 有什么用？" | rag ask - --json | jq -r .answer
+    """
+    from rag.answer import Answer, FinalEvent, TokenEvent, answer_stream
+    from rag.engine import Engine
+    from rag.errors import InputError, RagError
+    from rag.llm import make_llm
+
+    if question == "-":
+        question = sys.stdin.read()
+    if not question.strip():
+        raise InputError("the question is empty", hint='e.g. rag ask "which port does ollama use?"')
+
+    llm = None if no_llm else make_llm(settings.llm)
+    final: Answer | None = None
+    printed = False
+    try:
+        with Engine.open(settings) as engine:
+            for event in answer_stream(engine, llm, question, k=k):
+                if isinstance(event, TokenEvent) and not as_json:
+                    click.echo(event.text, nl=False)
+                    sys.stdout.flush()
+                    printed = True
+                elif isinstance(event, FinalEvent):
+                    final = event.answer
+    except RagError:
+        if printed:
+            click.echo("")  # end the partial answer's line before the error line
+        raise
+    finally:
+        if llm is not None:
+            llm.close()
+    assert final is not None
+    if as_json:
+        emit_json(final.as_dict())
+        return
+    click.echo("")
+    _print_sources(final)
+
+
+def _print_sources(answer: object) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    from rag.answer import Answer
+
+    assert isinstance(answer, Answer)
+    out = Console(highlight=False)
+    err = Console(stderr=True, highlight=False)
+    if answer.citations:
+        out.print("\n[bold]Sources[/]")
+        for c in answer.citations:
+            where = c.source + (f" p.{c.page}" if c.page is not None else "")
+            heading = f"  [green]{escape(c.heading)}[/]" if c.heading else ""
+            out.print(f" [bold]\\[{c.n}][/] [cyan]{escape(where)}[/]{heading}")
+            out.print(f"     [dim]“{escape(c.quote)}”[/]")
+    if answer.invalid_citations:
+        numbers = ", ".join(f"[{n}]" for n in answer.invalid_citations)
+        err.print(f"[yellow]removed citations of blocks that were not sent: {numbers}[/]")
+    if answer.note:
+        err.print(f"[yellow]note:[/] {escape(answer.note)}")
+    t = answer.timings
+    if answer.kind == "refused" and answer.llm is None:
+        detail = f"evidence {answer.evidence:.2f} below {answer.min_evidence:.2f}: the model was not asked"
+    elif answer.llm is not None:
+        first = f", first token {t['first_token'] / 1000:.1f} s" if "first_token" in t else ""
+        detail = f"{answer.llm['backend']}/{answer.llm['model']}, {len(answer.blocks)} blocks{first}"
+    else:
+        detail = "extractive, no model"
+    err.print(f"[dim]{escape(detail)}, {t.get('total', 0.0) / 1000:.1f} s[/]")
