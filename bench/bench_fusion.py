@@ -104,7 +104,9 @@ def main() -> None:
     ]
     for vname, row in table.items():
         vals = [row[s] for s in sets]
-        lines.append(f"| {vname} | " + " | ".join(f"{x:.4f}" for x in vals) + f" | {sum(vals) / len(vals):.4f} |")
+        lines.append(
+            f"| {vname} | " + " | ".join(f"{x:.4f}" for x in vals) + f" | {sum(vals) / len(vals):.4f} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
