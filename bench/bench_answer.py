@@ -24,8 +24,10 @@ Results: bench/results/answer-<dense>.json per configuration, and answer.md with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import os
 import platform
 import random
 import statistics
@@ -440,13 +442,17 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3, help="real-model questions per k")
     ap.add_argument("--repeat", type=int, default=3, help="runs per question; the fastest counts")
     ap.add_argument("--index-dir", type=Path, help="keep the index here and reuse it on the next run")
+    ap.add_argument(
+        "--blas-threads", type=int, help="limit BLAS/OpenMP threads (threadpoolctl) while timing the overhead"
+    )
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = ap.parse_args()
 
     result: dict[str, Any] = {
         "config": vars(args) | {"out": str(args.out), "index_dir": str(args.index_dir)},
-        "machine": f"{platform.machine()}, Python {platform.python_version()}, {platform.node()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "load_avg_start": round(os.getloadavg()[0], 2),
     }
     with tempfile.TemporaryDirectory(prefix="bench-answer-") as tmp:
         data_dir = args.index_dir or Path(tmp)
@@ -466,27 +472,35 @@ def main() -> None:
         print(f"{result['index']['chunks']} chunks ({', '.join(engine.available_legs())})", flush=True)
         rng = random.Random(args.seed + 1)
         questions = [question(rng, rng.choice(texts)) for _ in range(args.queries)]
-        result["legs"] = leg_latency(engine, questions, args.repeat)
-        print("legs:", json.dumps(result["legs"]), flush=True)
-        result["overhead_fake_llm"] = overhead(engine, questions, InstantLLM(), args.repeat)
-        print("overhead (in-process fake model):", json.dumps(result["overhead_fake_llm"]), flush=True)
+        limiter: Any = contextlib.nullcontext()
+        if args.blas_threads:
+            from threadpoolctl import threadpool_limits
 
-        from tests.ollama_stub import LLMStub, Script
+            limiter = threadpool_limits(args.blas_threads)
+        with limiter:
+            result["legs"] = leg_latency(engine, questions, args.repeat)
+            print("legs:", json.dumps(result["legs"]), flush=True)
+            result["overhead_fake_llm"] = overhead(engine, questions, InstantLLM(), args.repeat)
+            print("overhead (in-process fake model):", json.dumps(result["overhead_fake_llm"]), flush=True)
 
-        script = Script(
-            tokens=["根据笔记，", "先用 `docker run --gpus all` 启动 [1]", "，再检查端口 [2][42]。"]
-        )
-        with LLMStub({"stub": 8192}, script) as stub:
-            llm = OllamaLLM(LLMSettings.model_validate({"url": stub.url, "model": "stub", "retries": 0}))
-            result["overhead_http_stub"] = overhead(engine, questions, llm, args.repeat)
-            llm.close()
-        print("overhead (HTTP stub):", json.dumps(result["overhead_http_stub"]), flush=True)
+            from tests.ollama_stub import LLMStub, Script
+
+            script = Script(
+                tokens=["根据笔记，", "先用 `docker run --gpus all` 启动 [1]", "，再检查端口 [2][42]。"]
+            )
+            with LLMStub({"stub": 8192}, script) as stub:
+                llm = OllamaLLM(LLMSettings.model_validate({"url": stub.url, "model": "stub", "retries": 0}))
+                result["overhead_http_stub"] = overhead(engine, questions, llm, args.repeat)
+                llm.close()
+            print("overhead (HTTP stub):", json.dumps(result["overhead_http_stub"]), flush=True)
         if not args.no_model:
             result["ttft"] = ttft(engine, questions, args.device, args.runs)
             print("real model:", json.dumps(result["ttft"]), flush=True)
         engine.close()
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"answer-{args.dense}.json").write_text(json.dumps(result, indent=2) + "\n")
+    result["load_avg_end"] = round(os.getloadavg()[0], 2)
+    tag = args.dense + (f"-blas{args.blas_threads}" if args.blas_threads else "")
+    (args.out / f"answer-{tag}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(render(result))
     # answer.md holds one section per configuration measured so far (answer-<dense>.json)
     runs = [json.loads(p.read_text()) for p in sorted(args.out.glob("answer-*.json"))]
@@ -501,11 +515,13 @@ def render(r: dict[str, Any]) -> str:
         f"# `rag ask` benchmark: {'sparse + dense (' + cfg['dense'] + ')' if cfg['dense'] != 'none' else 'sparse only'}",
         "",
         f"Produced by `{' '.join(['python bench/bench_answer.py', *_cli_args(cfg)])}`. "
-        f"Machine: {r['machine']}.",
+        f"Machine: {r['machine']}; 1-minute load average {r.get('load_avg_start')} at the start, "
+        f"{r.get('load_avg_end')} at the end (other work shared the CPUs).",
         "",
         f"Index: {idx['chunks']} synthetic note chunks (mixed Chinese/English), legs: {', '.join(idx['legs'])} "
         f"(dense = `{cfg['dense']}`), {built} (not timed below). {cfg['queries']} questions, k = 6; each "
-        f"question runs {cfg['repeat']} times and the fastest run counts.",
+        f"question runs {cfg['repeat']} times and the fastest run counts. BLAS threads: "
+        f"{cfg.get('blas_threads') or 'library default'}.",
         "",
         "## Retrieval legs alone (100 candidates)",
         "",
@@ -573,6 +589,10 @@ def _cli_args(cfg: dict[str, Any]) -> list[str]:
         out += ["--device", cfg["device"]]
     if cfg["repeat"] != 3:
         out += ["--repeat", str(cfg["repeat"])]
+    if cfg.get("blas_threads"):
+        out += ["--blas-threads", str(cfg["blas_threads"])]
+    if cfg.get("index_dir") not in (None, "None"):
+        out += ["--index-dir", "DIR"]
     return out
 
 
