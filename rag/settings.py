@@ -116,8 +116,8 @@ class RetrievalSettings(BaseModel):
         description="'weighted' = min-max normalised weighted sum; 'rrf' = reciprocal rank fusion.",
     )
     rrf_k: int = Field(60, ge=1, description="k in RRF's 1/(k + rank).")
-    weight_sparse: float = Field(0.8, ge=0, description="Fusion weight of the BMX leg.")
-    weight_dense: float = Field(0.2, ge=0, description="Fusion weight of the dense leg.")
+    weight_sparse: float = Field(0.9, ge=0, description="Fusion weight of the BMX leg.")
+    weight_dense: float = Field(0.1, ge=0, description="Fusion weight of the dense leg.")
     weight_graph: float = Field(0.0, ge=0, description="Fusion weight of the graph leg.")
     candidates: int = Field(100, ge=1, le=2000, description="Hits taken from each leg before fusion.")
 
