@@ -516,7 +516,7 @@ def render(r: dict[str, Any]) -> str:
         "",
         f"Produced by `{' '.join(['python bench/bench_answer.py', *_cli_args(cfg)])}`. "
         f"Machine: {r['machine']}; 1-minute load average {r.get('load_avg_start')} at the start, "
-        f"{r.get('load_avg_end')} at the end (other work shared the CPUs).",
+        f"{r.get('load_avg_end')} at the end.",
         "",
         f"Index: {idx['chunks']} synthetic note chunks (mixed Chinese/English), legs: {', '.join(idx['legs'])} "
         f"(dense = `{cfg['dense']}`), {built} (not timed below). {cfg['queries']} questions, k = 6; each "
