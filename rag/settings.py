@@ -172,6 +172,41 @@ class AnswerSettings(BaseModel):
     )
 
 
+class GraphSettings(BaseModel):
+    enabled: bool = Field(True, description="Build the entity graph at ingest (the graph leg needs it).")
+    extractor: Literal["rules", "llm"] = Field(
+        "rules",
+        description="'rules' = fast extraction without an LLM; 'llm' = also ask the configured LLM for entities "
+        "(JSON output, per-chunk timeout, resumable).",
+    )
+    aliases: Path | None = Field(
+        None,
+        description="User alias table (TOML: [aliases] canonical = ['variant', ...]); None = "
+        "<data_dir>/aliases.toml when that file exists.",
+    )
+    hop_decay: float = Field(
+        0.5, ge=0, le=1, description="Weight of chunks reached through a 1-hop neighbour entity."
+    )
+    max_neighbours: int = Field(10, ge=0, le=200, description="Neighbour entities followed per query entity.")
+    llm_timeout_s: float = Field(60.0, gt=0, description="Seconds per chunk for LLM extraction.")
+
+
+class ApiSettings(BaseModel):
+    host: str = Field("127.0.0.1", description="Address `rag serve` binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `rag serve` listens on.")
+    api_key: str | None = Field(
+        None, description="Bearer token for every endpoint (read and write) unless the keys below are set."
+    )
+    read_key: str | None = Field(None, description="Bearer token for read endpoints (search, ask, list).")
+    write_key: str | None = Field(None, description="Bearer token for write endpoints (upload, delete).")
+    allow_insecure: bool = Field(
+        False, description="Allow binding a non-loopback address without an API key (not recommended)."
+    )
+    max_upload_mb: float = Field(50.0, gt=0, description="Largest accepted upload (all files of a request).")
+    max_question_chars: int = Field(4000, ge=1, description="Longest accepted query or question.")
+    max_k: int = Field(100, ge=1, le=1000, description="Largest accepted k.")
+
+
 class Settings(BaseSettings):
     """All settings. Env: ``RAG_DATA_DIR``, ``RAG_CHUNKING__SIZE``, ``RAG_INGEST__EXCLUDE='["drafts/**"]'`` ..."""
 
@@ -188,6 +223,8 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)  # type: ignore[arg-type]
     llm: LLMSettings = Field(default_factory=LLMSettings)  # type: ignore[arg-type]
     answer: AnswerSettings = Field(default_factory=AnswerSettings)  # type: ignore[arg-type]
+    graph: GraphSettings = Field(default_factory=GraphSettings)  # type: ignore[arg-type]
+    api: ApiSettings = Field(default_factory=ApiSettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(
