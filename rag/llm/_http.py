@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 from rag.errors import ConfigError, LLMError, LLMStreamError, LLMTimeoutError, LLMUnavailableError
+from rag.llm.base import LLMInfo, cached_context_length, remember_context_length
 
 
 class Done(str):
@@ -253,3 +254,109 @@ def request_json(
             return resp.json()
         except ValueError:
             raise LLMStreamError(f"{what} sent a reply that is not JSON from {url}") from None
+
+
+class HTTPChatLLM:
+    """What the HTTP adapters share: settings, one pooled client, the two-phase timeouts,
+    JSON requests and streamed chats with the adapter's error mapping, and the per-model
+    context-length cache. An adapter supplies ``backend``, ``what`` (its name in messages),
+    ``_unavailable``, ``_map_status``, ``_parse_line`` and ``_lookup_context_length``."""
+
+    backend = ""
+    what = "the LLM server"
+
+    def __init__(
+        self,
+        settings: Any,
+        url_what: str,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.model: str = settings.model
+        self.url = check_url(settings.url, url_what)
+        self.timeouts = Timeouts(
+            connect=settings.connect_timeout_s,
+            first_token=settings.first_token_timeout_s,
+            read=settings.read_timeout_s,
+        )
+        self._client = httpx.Client(transport=transport, timeout=self.timeouts.httpx(), headers=headers or {})
+        self.last_stats: dict[str, Any] = {}
+
+    # -- supplied by each adapter ------------------------------------------------------------------
+
+    def _unavailable(self, exc: Exception) -> LLMUnavailableError:
+        raise NotImplementedError
+
+    def _map_status(self, code: int, body: str) -> LLMError:
+        raise NotImplementedError
+
+    def _parse_line(self, line: str) -> str | None:
+        raise NotImplementedError
+
+    def _lookup_context_length(self) -> int:
+        raise NotImplementedError
+
+    # -- shared ------------------------------------------------------------------------------------
+
+    def info(self) -> LLMInfo:
+        return {"backend": self.backend, "model": self.model}
+
+    def context_length(self) -> int:
+        """The configured ``num_ctx``, else the model's own window, looked up once per
+        (backend, URL, model) in a process."""
+        if self.settings.num_ctx is not None:
+            return int(self.settings.num_ctx)
+        key = (self.backend, self.url, self.model)
+        cached = cached_context_length(key)
+        if cached is not None:
+            return cached
+        value = self._lookup_context_length()
+        remember_context_length(key, value)
+        return value
+
+    def _json(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        map_status: StatusMapper | None = None,
+    ) -> Any:
+        t = self.timeouts
+        return request_json(
+            self._client,
+            method,
+            self.url + path,
+            body=body,
+            timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.connect, pool=t.connect),
+            retries=self.settings.retries,
+            backoff_s=self.settings.retry_backoff_s,
+            unavailable=self._unavailable,
+            map_status=map_status or self._map_status,
+            what=self.what,
+        )
+
+    def _stream(
+        self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> Iterator[str]:
+        self.last_stats = {}
+
+        def build() -> httpx.Request:
+            return self._client.build_request("POST", self.url + path, json=body, headers=headers)
+
+        return stream_lines(
+            self._client,
+            build,
+            self._parse_line,
+            timeouts=self.timeouts,
+            retries=self.settings.retries,
+            backoff_s=self.settings.retry_backoff_s,
+            unavailable=self._unavailable,
+            map_status=self._map_status,
+            what=self.what,
+        )
+
+    def close(self) -> None:
+        self._client.close()

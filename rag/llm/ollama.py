@@ -26,8 +26,8 @@ from typing import Any
 import httpx
 
 from rag.errors import LLMError, LLMStreamError, LLMUnavailableError, ModelNotFoundError
-from rag.llm._http import DONE, Done, Timeouts, check_url, error_text, request_json, stream_lines
-from rag.llm.base import ChatMessage, LLMInfo, cached_context_length, remember_context_length
+from rag.llm._http import DONE, Done, HTTPChatLLM, error_text
+from rag.llm.base import ChatMessage
 from rag.settings import LLMSettings
 
 DEFAULT_CONTEXT = 4096  # when /api/show names no context length at all
@@ -71,23 +71,15 @@ def _is_json_error(body: str) -> bool:
     return isinstance(obj, dict) and "error" in obj
 
 
-class OllamaLLM:
+class OllamaLLM(HTTPChatLLM):
     """Chat with one model on an Ollama server. One instance may serve several threads;
     ``last_stats`` (Ollama's counts from the final line) then belongs to whichever stream ended last."""
 
     backend = "ollama"
+    what = "Ollama"
 
     def __init__(self, settings: LLMSettings, *, transport: httpx.BaseTransport | None = None) -> None:
-        self.settings = settings
-        self.model = settings.model
-        self.url = check_url(settings.url, "Ollama")
-        self.timeouts = Timeouts(
-            connect=settings.connect_timeout_s,
-            first_token=settings.first_token_timeout_s,
-            read=settings.read_timeout_s,
-        )
-        self._client = httpx.Client(transport=transport, timeout=self.timeouts.httpx())
-        self.last_stats: dict[str, Any] = {}
+        super().__init__(settings, "Ollama", transport=transport)
 
     # -- errors ------------------------------------------------------------------------------------
 
@@ -110,37 +102,9 @@ class OllamaLLM:
             )
         return LLMStreamError(f"Ollama replied HTTP {code}: {msg}")
 
-    def _json(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        return request_json(
-            self._client,
-            method,
-            self.url + path,
-            body=body,
-            timeout=httpx.Timeout(
-                connect=self.timeouts.connect,
-                read=self.timeouts.read,
-                write=self.timeouts.connect,
-                pool=self.timeouts.connect,
-            ),
-            retries=self.settings.retries,
-            backoff_s=self.settings.retry_backoff_s,
-            unavailable=self._unavailable,
-            map_status=self._map_status,
-            what="Ollama",
-        )
-
     # -- the LLM protocol --------------------------------------------------------------------------
 
-    def info(self) -> LLMInfo:
-        return {"backend": self.backend, "model": self.model}
-
-    def context_length(self) -> int:
-        if self.settings.num_ctx is not None:
-            return self.settings.num_ctx
-        key = (self.backend, self.url, self.model)
-        cached = cached_context_length(key)
-        if cached is not None:
-            return cached
+    def _lookup_context_length(self) -> int:
         try:
             show = self._json("POST", "/api/show", {"model": self.model})
         except ModelNotFoundError as exc:
@@ -150,9 +114,7 @@ class OllamaLLM:
             raise
         if not isinstance(show, dict):
             raise LLMStreamError("Ollama's /api/show reply is not a JSON object")
-        value = choose_num_ctx(*parse_show_context(show), self.settings.num_ctx_max)
-        remember_context_length(key, value)
-        return value
+        return choose_num_ctx(*parse_show_context(show), self.settings.num_ctx_max)
 
     def stream_chat(self, messages: Sequence[ChatMessage]) -> Iterator[str]:
         num_ctx = self.context_length()
@@ -166,22 +128,7 @@ class OllamaLLM:
                 "temperature": self.settings.temperature,
             },
         }
-        self.last_stats = {}
-
-        def build() -> httpx.Request:
-            return self._client.build_request("POST", self.url + "/api/chat", json=body)
-
-        return stream_lines(
-            self._client,
-            build,
-            self._parse_line,
-            timeouts=self.timeouts,
-            retries=self.settings.retries,
-            backoff_s=self.settings.retry_backoff_s,
-            unavailable=self._unavailable,
-            map_status=self._map_status,
-            what="Ollama",
-        )
+        return self._stream("/api/chat", body)
 
     def _parse_line(self, line: str) -> str | None:
         if not line.strip():
@@ -227,6 +174,3 @@ class OllamaLLM:
         reply = self._json("GET", "/api/tags")
         models = reply.get("models", []) if isinstance(reply, dict) else []
         return [str(m.get("name") or m.get("model")) for m in models if isinstance(m, dict)]
-
-    def close(self) -> None:
-        self._client.close()

@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 
 from rag.errors import LLMError, LLMStreamError, LLMUnavailableError, ModelNotFoundError
-from rag.llm._http import DONE, Timeouts, check_url, error_text, request_json, stream_lines
-from rag.llm.base import ChatMessage, LLMInfo, cached_context_length, remember_context_length
+from rag.llm._http import DONE, HTTPChatLLM, error_text
+from rag.llm.base import ChatMessage
 from rag.settings import LLMSettings
 
 DEFAULT_CONTEXT = 4096
@@ -38,23 +38,15 @@ def model_context_length(entry: dict[str, Any]) -> int | None:
     return None
 
 
-class OpenAICompatLLM:
+class OpenAICompatLLM(HTTPChatLLM):
     """Chat with one model on an OpenAI-compatible server; ``url`` ends in ``/v1``."""
 
     backend = "openai"
+    what = "the OpenAI-compatible server"
 
     def __init__(self, settings: LLMSettings, *, transport: httpx.BaseTransport | None = None) -> None:
-        self.settings = settings
-        self.model = settings.model
-        self.url = check_url(settings.url, "OpenAI-compatible server")
-        self.timeouts = Timeouts(
-            connect=settings.connect_timeout_s,
-            first_token=settings.first_token_timeout_s,
-            read=settings.read_timeout_s,
-        )
         headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
-        self._client = httpx.Client(transport=transport, timeout=self.timeouts.httpx(), headers=headers)
-        self.last_stats: dict[str, Any] = {}
+        super().__init__(settings, "OpenAI-compatible server", transport=transport, headers=headers)
 
     def _unavailable(self, exc: Exception) -> LLMUnavailableError:
         return LLMUnavailableError(
@@ -75,34 +67,9 @@ class OpenAICompatLLM:
             )
         return LLMStreamError(f"the server at {self.url} replied HTTP {code}: {msg}")
 
-    def info(self) -> LLMInfo:
-        return {"backend": self.backend, "model": self.model}
-
-    def context_length(self) -> int:
-        if self.settings.num_ctx is not None:
-            return self.settings.num_ctx
-        key = (self.backend, self.url, self.model)
-        cached = cached_context_length(key)
-        if cached is not None:
-            return cached
+    def _lookup_context_length(self) -> int:
         try:
-            reply = request_json(
-                self._client,
-                "GET",
-                self.url + "/models",
-                body=None,
-                timeout=httpx.Timeout(
-                    connect=self.timeouts.connect,
-                    read=self.timeouts.read,
-                    write=self.timeouts.connect,
-                    pool=self.timeouts.connect,
-                ),
-                retries=self.settings.retries,
-                backoff_s=self.settings.retry_backoff_s,
-                unavailable=self._unavailable,
-                map_status=lambda code, body: LLMStreamError(f"HTTP {code}"),
-                what="the OpenAI-compatible server",
-            )
+            reply = self._json("GET", "/models", map_status=lambda code, body: LLMStreamError(f"HTTP {code}"))
         except LLMStreamError:  # no usable /models: fall back to a conservative window
             reply = {}
         entries = reply.get("data", []) if isinstance(reply, dict) else []
@@ -114,13 +81,8 @@ class OpenAICompatLLM:
                 hint=f"served: {served}; set RAG_LLM__MODEL",
             )
         trained = model_context_length(entry) if entry else None
-        value = (
-            min(trained, self.settings.num_ctx_max)
-            if trained
-            else min(DEFAULT_CONTEXT, self.settings.num_ctx_max)
-        )
-        remember_context_length(key, value)
-        return value
+        cap = self.settings.num_ctx_max
+        return min(trained, cap) if trained else min(DEFAULT_CONTEXT, cap)
 
     def stream_chat(self, messages: Sequence[ChatMessage]) -> Iterator[str]:
         self.context_length()  # fails early (model not served) before a long request
@@ -131,24 +93,7 @@ class OpenAICompatLLM:
             "max_tokens": self.settings.max_tokens,
             "temperature": self.settings.temperature,
         }
-        self.last_stats = {}
-
-        def build() -> httpx.Request:
-            return self._client.build_request(
-                "POST", self.url + "/chat/completions", json=body, headers={"Accept": "text/event-stream"}
-            )
-
-        return stream_lines(
-            self._client,
-            build,
-            self._parse_line,
-            timeouts=self.timeouts,
-            retries=self.settings.retries,
-            backoff_s=self.settings.retry_backoff_s,
-            unavailable=self._unavailable,
-            map_status=self._map_status,
-            what="the OpenAI-compatible server",
-        )
+        return self._stream("/chat/completions", body, headers={"Accept": "text/event-stream"})
 
     def _parse_line(self, line: str) -> str | None:
         # SSE: "data: ..." carries a chunk; blank lines end events; ":" starts a comment;
@@ -176,6 +121,3 @@ class OpenAICompatLLM:
             self.last_stats["finish_reason"] = choice["finish_reason"]
         delta = choice.get("delta") or {}
         return str(delta.get("content") or "")
-
-    def close(self) -> None:
-        self._client.close()
