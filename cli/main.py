@@ -170,6 +170,8 @@ def search(query: str | None, k: int, mode: str, batch: Any, settings: Settings,
         raise InputError("give either QUERY or --batch FILE", hint="see `rag search --help`")
     with Engine.open(settings) as engine:
         retriever = engine.retriever(mode)  # type: ignore[arg-type]
+        for warning in engine.warnings:
+            click.echo(f"warning: {warning}", err=True)
         if batch is not None:
             for n, line in enumerate(batch, start=1):
                 if not line.strip():

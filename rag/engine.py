@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from rag.errors import InputError
+from rag.errors import InputError, StoreLockedError
 from rag.retrieval.legs import DenseLeg, Leg, ProgressFn, SparseLeg, SyncResult, dense_leg, sparse_leg
 from rag.retrieval.search import LEG_NAMES, Hit, Mode, Retriever
 from rag.settings import Settings
@@ -26,6 +26,7 @@ class Engine:
         self.store = store
         self._embedder = embedder
         self._legs: dict[str, Leg] = {}
+        self.warnings: list[str] = []
 
     @classmethod
     def open(cls, settings: Settings, *, create: bool = False, embedder: Embedder | None = None) -> Engine:
@@ -80,9 +81,20 @@ class Engine:
         raise InputError(f"unknown retrieval leg {name!r}", hint="one of: " + ", ".join(LEG_NAMES))
 
     def legs_for(self, mode: Mode) -> dict[str, Leg]:
-        if mode == "hybrid":
-            return {n: self.leg(n) for n in self.available_legs()}
-        return {mode: self.leg(mode)}
+        """The legs a search in ``mode`` runs. In hybrid mode a leg whose store another
+        process holds (the embedded vector store is single-process, e.g. while `rag serve`
+        runs) is left out with a warning instead of failing the search."""
+        if mode != "hybrid":
+            return {mode: self.leg(mode)}
+        legs: dict[str, Leg] = {}
+        for name in self.available_legs():
+            try:
+                legs[name] = self.leg(name)
+            except StoreLockedError as exc:
+                if name == "sparse":
+                    raise
+                self.warnings.append(f"{name} leg skipped: {exc}")
+        return legs
 
     # -- operations --------------------------------------------------------------------------------
 
