@@ -93,7 +93,9 @@ class Engine:
             except StoreLockedError as exc:
                 if name == "sparse":
                     raise
-                self.warnings.append(f"{name} leg skipped: {exc}")
+                warning = f"{name} leg skipped: {exc}"
+                if warning not in self.warnings:
+                    self.warnings.append(warning)
         return legs
 
     # -- operations --------------------------------------------------------------------------------
