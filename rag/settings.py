@@ -108,6 +108,18 @@ class VectorSettings(BaseModel):
     )
     api_key: str | None = Field(None, description="Qdrant API key (server mode).")
     collection: str = Field("chunks", description="Collection name (the model name is appended).")
+    shard_number: int | None = Field(
+        None,
+        ge=1,
+        description="Server mode: shards a new collection is split into (None = the server's default, 1); "
+        "more shards spread the points over more nodes of a cluster. Ignored for an existing collection.",
+    )
+    replication_factor: int | None = Field(
+        None,
+        ge=1,
+        description="Server mode: copies of each shard in a new collection (None = the server's default, 1); "
+        "2 or more keeps the collection readable while a node is down. Ignored for an existing collection.",
+    )
 
 
 class RetrievalSettings(BaseModel):
@@ -205,6 +217,12 @@ class ApiSettings(BaseModel):
     max_upload_mb: float = Field(50.0, gt=0, description="Largest accepted upload (all files of a request).")
     max_question_chars: int = Field(4000, ge=1, description="Longest accepted query or question.")
     max_k: int = Field(100, ge=1, le=1000, description="Largest accepted k.")
+    publish_interval_s: float = Field(
+        10.0,
+        gt=0,
+        description="During a long ingest, make what is committed so far searchable this often (seconds); "
+        "also how often an idle server looks for changes another process committed.",
+    )
 
 
 class Settings(BaseSettings):

@@ -61,6 +61,37 @@ def _client_module() -> Any:
     return qdrant_client
 
 
+def call_qdrant(where: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call ``fn(*args, **kwargs)`` on a ``QdrantClient``, turning failures into :mod:`rag.errors`.
+
+    ``where`` names the store (a path or URL) in messages. Connection problems
+    become :class:`~rag.errors.BackendError` with a hint; anything else the
+    client raises becomes :class:`~rag.errors.StoreError`.
+    """
+    try:
+        return fn(*args, **kwargs)
+    except RagError:
+        raise
+    except Exception as exc:
+        from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+        if isinstance(exc, ResponseHandlingException | ConnectionError | TimeoutError):
+            raise BackendError(
+                f"cannot reach Qdrant at {where}: {exc}",
+                hint="is the Qdrant server running, and are the URL and API key right?",
+            ) from exc
+        if isinstance(exc, UnexpectedResponse):
+            hint = "check the API key" if exc.status_code in (401, 403) else None
+            raise BackendError(f"Qdrant at {where} answered {exc.status_code}: {exc}", hint=hint) from exc
+        raise StoreError(f"vector store {where} failed: {exc}") from exc
+
+
+def is_local_client(client: QdrantClient) -> bool:
+    """True for a ``QdrantClient`` in local mode (``path=...`` or ``":memory:"``), False for a server."""
+    options = getattr(client, "init_options", {}) or {}
+    return options.get("location") == ":memory:" or options.get("path") is not None
+
+
 class QdrantClientStore:
     """:class:`~rag.vectors.base.VectorStore` over any ``QdrantClient``.
 
@@ -101,24 +132,7 @@ class QdrantClientStore:
         """Call ``fn(*args, **kwargs)`` on the client, turning failures into :mod:`rag.errors`."""
         if self._closed:
             raise StoreError(f"vector store {self.where} is closed")
-        try:
-            return fn(*args, **kwargs)
-        except RagError:
-            raise
-        except Exception as exc:
-            from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-
-            if isinstance(exc, ResponseHandlingException | ConnectionError | TimeoutError):
-                raise BackendError(
-                    f"cannot reach Qdrant at {self.where}: {exc}",
-                    hint="is the Qdrant server running, and are the URL and API key right?",
-                ) from exc
-            if isinstance(exc, UnexpectedResponse):
-                hint = "check the API key" if exc.status_code in (401, 403) else None
-                raise BackendError(
-                    f"Qdrant at {self.where} answered {exc.status_code}: {exc}", hint=hint
-                ) from exc
-            raise StoreError(f"vector store {self.where} failed: {exc}") from exc
+        return call_qdrant(self.where, fn, *args, **kwargs)
 
     def _ensure_collection(self, create_options: dict[str, Any]) -> None:
         models = self._models
