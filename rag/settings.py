@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -128,8 +128,15 @@ class RetrievalSettings(BaseModel):
         description="'weighted' = min-max normalised weighted sum; 'rrf' = reciprocal rank fusion.",
     )
     rrf_k: int = Field(60, ge=1, description="k in RRF's 1/(k + rank).")
-    weight_sparse: float = Field(0.9, ge=0, description="Fusion weight of the BMX leg.")
-    weight_dense: float = Field(0.1, ge=0, description="Fusion weight of the dense leg.")
+    weight_sparse: float = Field(
+        0.9, ge=0, description="Fusion weight of the BMX leg (unset: 1 - the dense weight)."
+    )
+    weight_dense: float = Field(
+        0.1,
+        ge=0,
+        description="Fusion weight of the dense leg (unset: measured per embedding model, e5-small 0.3, "
+        "use 0.1, others 0.1; see README).",
+    )
     weight_graph: float = Field(0.0, ge=0, description="Fusion weight of the graph leg.")
     candidates: int = Field(100, ge=1, le=2000, description="Hits taken from each leg before fusion.")
 
@@ -243,6 +250,19 @@ class Settings(BaseSettings):
     answer: AnswerSettings = Field(default_factory=AnswerSettings)  # type: ignore[arg-type]
     graph: GraphSettings = Field(default_factory=GraphSettings)  # type: ignore[arg-type]
     api: ApiSettings = Field(default_factory=ApiSettings)  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _measured_fusion_weights(self) -> Settings:
+        """Fusion weights not set explicitly follow the embedding model (measured defaults)."""
+        from rag.retrieval.fusion import default_dense_weight
+
+        r = self.retrieval
+        explicit = set(r.model_fields_set)
+        if "weight_dense" not in explicit:
+            r.weight_dense = default_dense_weight(self.embedding.model)
+        if "weight_sparse" not in explicit:
+            r.weight_sparse = round(max(0.0, 1.0 - r.weight_dense), 6)
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -51,3 +51,21 @@ def test_weighted_by_hand() -> None:
 def test_fuse_single_leg_keeps_its_order() -> None:
     out = fuse({"sparse": LEGS["sparse"]}, method="rrf", weights={"sparse": 1.0})
     assert [d for d, _ in out] == ["a", "b", "c"]
+
+
+def test_fusion_weights_follow_the_embedding_model_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rag.retrieval.fusion import default_dense_weight
+    from rag.settings import load_settings
+
+    monkeypatch.delenv("RAG_EMBEDDING__MODEL", raising=False)
+    r = load_settings().retrieval  # e5-small: measured 0.3
+    assert (r.weight_sparse, r.weight_dense) == (0.7, 0.3)
+    r = load_settings(embedding={"model": "use"}).retrieval
+    assert (r.weight_sparse, r.weight_dense) == (0.9, 0.1)
+    assert default_dense_weight("BAAI/bge-m3") == 0.1  # not measured: cautious
+    monkeypatch.setenv("RAG_RETRIEVAL__WEIGHT_DENSE", "0.5")
+    r = load_settings().retrieval
+    assert (r.weight_sparse, r.weight_dense) == (0.5, 0.5)
+    monkeypatch.setenv("RAG_RETRIEVAL__WEIGHT_SPARSE", "1.0")
+    r = load_settings().retrieval
+    assert (r.weight_sparse, r.weight_dense) == (1.0, 0.5)

@@ -22,6 +22,18 @@ from typing import Literal
 
 FusionMethod = Literal["weighted", "rrf"]
 
+# Weight of the dense leg in min-max weighted fusion (the sparse leg takes 1 - w), measured per
+# embedding model on the four collections in ../shared/eval (bench/results/fusion-*.md): with
+# e5-small 0.3 beats the best single leg on every set and has the best mean but one; with USE only
+# up to ~0.1 never trails BMX alone. A model not measured here gets the cautious 0.1.
+MEASURED_DENSE_WEIGHT: dict[str, float] = {"e5-small": 0.3, "use": 0.1}
+CAUTIOUS_DENSE_WEIGHT = 0.1
+
+
+def default_dense_weight(model: str) -> float:
+    """The dense leg's fusion weight for embedding ``model`` when none is configured."""
+    return MEASURED_DENSE_WEIGHT.get(model.strip().lower(), CAUTIOUS_DENSE_WEIGHT)
+
 
 def ranked(scores: Mapping[str, float]) -> list[tuple[str, float]]:
     """Scores sorted best first; ties by id (ascending)."""
