@@ -263,9 +263,13 @@ def documents(settings: Settings, as_json: bool) -> None:
 def _register() -> None:
     from cli.ask import ask_cmd
     from cli.eval_cmd import eval_cmd
+    from cli.graph_cmd import graph_group
+    from cli.serve import serve_cmd
 
     cli.add_command(eval_cmd)
     cli.add_command(ask_cmd)
+    cli.add_command(serve_cmd)
+    cli.add_command(graph_group)
 
 
 _register()

@@ -41,7 +41,7 @@ from eval.metrics import (
     exact_match,
 )
 from ingest.pipeline import chunk_document
-from rag.engine import Engine
+from rag.engine import Engine, available_legs
 from rag.errors import InputError
 from rag.models import ExtractedDocument
 from rag.retrieval.search import Hit, Mode
@@ -61,6 +61,7 @@ __all__ = [
     "evaluate",
     "evaluate_generation",
     "index_dataset",
+    "legs_used",
     "machine_info",
     "percentile",
     "query_language",
@@ -92,13 +93,15 @@ def index_dataset(
     *,
     progress: ProgressFn | None = None,
     timings: dict[str, Any] | None = None,
+    legs: Sequence[str] | None = None,
 ) -> Engine:
     """Write the corpus into a fresh chunk store under ``settings.data_dir`` and build the indexes.
 
     A data dir that already holds this collection (same name, same number of
     entries) is reused as it is; one that holds anything else is refused, so a
     benchmark never writes into a user's index. ``timings``, when given,
-    receives ``store_s`` and ``sync_s`` (seconds per leg).
+    receives ``store_s`` and ``sync_s`` (seconds per leg). ``legs``: the legs
+    to build (default: every leg the settings configure).
     """
     t0 = time.perf_counter()
     engine = Engine.open(settings, create=True)
@@ -114,7 +117,7 @@ def index_dataset(
                     hint="leave out --data-dir (a temporary one is used) or name an empty folder",
                 )
         t1 = time.perf_counter()
-        synced = engine.sync(progress=progress)
+        synced = engine.sync(legs, progress=progress)
     except BaseException:
         engine.close()
         raise
@@ -286,9 +289,29 @@ def summarize(result: ModeResult, qids: Iterable[str]) -> dict[str, float]:
 
 
 def default_modes(engine: Engine) -> list[str]:
-    """Every leg the engine can build, plus ``hybrid`` when there are at least two."""
-    legs = list(engine.available_legs())
+    """Every leg the engine can build that hybrid search fuses (a positive fusion weight), plus
+    ``hybrid`` when there are at least two. A leg with weight 0 (the graph leg by default) is
+    evaluated only when named, e.g. ``--modes sparse,graph,hybrid``."""
+    return _default_modes(engine.settings)
+
+
+def _fused_legs(settings: Settings) -> list[str]:
+    r = settings.retrieval
+    weight = {"sparse": r.weight_sparse, "dense": r.weight_dense, "graph": r.weight_graph}
+    return [leg for leg in available_legs(settings) if weight.get(leg, 1.0) > 0]
+
+
+def _default_modes(settings: Settings) -> list[str]:
+    legs = _fused_legs(settings)
     return [*legs, "hybrid"] if len(legs) > 1 else legs
+
+
+def legs_used(modes: Sequence[str], settings: Settings) -> list[str]:
+    """The legs that searching in ``modes`` needs: a leg's own mode, or for ``hybrid`` the legs it fuses."""
+    names: list[str] = []
+    for mode in modes:
+        names.extend(_fused_legs(settings) if mode == "hybrid" else [mode])
+    return list(dict.fromkeys(names))
 
 
 # -- generated answers -----------------------------------------------------------------------------
@@ -390,6 +413,7 @@ def settings_snapshot(settings: Settings) -> dict[str, Any]:
         "embedding": settings.embedding.model_dump(),
         "retrieval": settings.retrieval.model_dump(),
         "vectors": {"backend": settings.vectors.backend},
+        "graph": settings.graph.model_dump(mode="json", exclude={"aliases"}),
     }
 
 
@@ -443,12 +467,14 @@ def evaluate(
     """
     t_start = time.perf_counter()
     timings: dict[str, Any] = {}
-    engine = index_dataset(ds, settings, progress=progress, timings=timings)
+    mode_list: list[str] = list(modes) if modes is not None else _default_modes(settings)
+    if not mode_list:
+        raise InputError("no retrieval mode to evaluate")
+    # generated answers search in hybrid mode, whatever modes are compared
+    legs = legs_used([*mode_list, "hybrid"] if llm is not None and ds.answers else mode_list, settings)
+    engine = index_dataset(ds, settings, progress=progress, timings=timings, legs=legs)
     index_s = time.perf_counter() - t_start
     try:
-        mode_list: list[str] = list(modes) if modes is not None else default_modes(engine)
-        if not mode_list:
-            raise InputError("no retrieval mode to evaluate")
         runs: dict[str, ModeResult] = {}
         for mode in mode_list:
             runs[mode] = run_mode(engine, ds, mode, ks=ks, answer_ks=answer_ks)  # type: ignore[arg-type]
@@ -457,7 +483,6 @@ def evaluate(
             t0 = time.perf_counter()
             generation = evaluate_generation(engine, ds, llm, max_queries=max_generated).summary()
             timings["generation_s"] = round(time.perf_counter() - t0, 3)
-        legs = list(engine.available_legs())
     finally:
         engine.close()
     searched = sorted(next(iter(runs.values())).latency_by_query)

@@ -20,6 +20,16 @@ if TYPE_CHECKING:
     from rag.embed import Embedder
 
 
+def available_legs(settings: Settings) -> list[str]:
+    """The legs these settings configure: sparse always, dense with a model, graph when enabled."""
+    names = ["sparse"]
+    if settings.embedding.model.lower() != "none":
+        names.append("dense")
+    if settings.graph.enabled:
+        names.append("graph")
+    return names
+
+
 class Engine:
     def __init__(self, settings: Settings, store: ChunkStore, *, embedder: Embedder | None = None) -> None:
         self.settings = settings
@@ -47,17 +57,17 @@ class Engine:
     # -- legs --------------------------------------------------------------------------------------
 
     def available_legs(self) -> list[str]:
-        names = ["sparse"]
-        if self.settings.embedding.model.lower() != "none":
-            names.append("dense")
-        return names
+        return available_legs(self.settings)
 
     def leg(self, name: str) -> Leg:
         if name not in self._legs:
             if name not in self.available_legs():
                 raise InputError(
                     f"the {name} leg is not configured",
-                    hint="set RAG_EMBEDDING__MODEL to enable the dense leg" if name == "dense" else None,
+                    hint={
+                        "dense": "set RAG_EMBEDDING__MODEL to enable the dense leg",
+                        "graph": "set RAG_GRAPH__ENABLED=true and re-run `rag ingest` to build the entity graph",
+                    }.get(name),
                 )
             self._legs[name] = self._make_leg(name)
         return self._legs[name]
@@ -77,17 +87,28 @@ class Engine:
                 api_key=s.vectors.api_key,
                 collection=s.vectors.collection,
                 embedder=self._embedder,
+                shard_number=s.vectors.shard_number,
+                replication_factor=s.vectors.replication_factor,
             )
+        if name == "graph":
+            from rag.graph import graph_leg
+
+            return graph_leg(s.data_dir, s.graph, s.llm, workers=s.ingest.workers)
         raise InputError(f"unknown retrieval leg {name!r}", hint="one of: " + ", ".join(LEG_NAMES))
 
     def legs_for(self, mode: Mode) -> dict[str, Leg]:
         """The legs a search in ``mode`` runs. In hybrid mode a leg whose store another
         process holds (the embedded vector store is single-process, e.g. while `rag serve`
-        runs) is left out with a warning instead of failing the search."""
+        runs) is left out with a warning instead of failing the search. A leg with fusion
+        weight 0 is not opened for hybrid search (it would add nothing)."""
         if mode != "hybrid":
             return {mode: self.leg(mode)}
+        r = self.settings.retrieval
+        weight = {"sparse": r.weight_sparse, "dense": r.weight_dense, "graph": r.weight_graph}
         legs: dict[str, Leg] = {}
         for name in self.available_legs():
+            if name != "sparse" and weight.get(name, 1.0) <= 0:
+                continue
             try:
                 legs[name] = self.leg(name)
             except StoreLockedError as exc:
@@ -126,5 +147,7 @@ class Engine:
             elif isinstance(leg, DenseLeg):
                 info["chunks"] = leg.vectors.count()
                 info["model"] = leg.embedder.name
+            elif name == "graph":
+                info.update(leg.stats())  # type: ignore[attr-defined]  # chunks, entities, edges
             out["legs"][name] = info
         return out

@@ -6,7 +6,8 @@ line and exits non-zero, the HTTP API maps them to a status code)::
     RagError                      base; ``hint`` says what the user can do
     ├── ConfigError               invalid settings or config file
     ├── InputError                bad user input (missing path, bad query)
-    │   └── NotFoundError         a named thing does not exist
+    │   ├── NotFoundError         a named thing does not exist
+    │   └── ConflictError         the request clashes with work in progress
     ├── DocumentError             one file could not be turned into text;
     │   │                         ingestion reports it and carries on
     │   ├── UnsupportedFileError  extension/format not handled
@@ -56,6 +57,10 @@ class InputError(RagError):
 
 class NotFoundError(InputError):
     pass
+
+
+class ConflictError(InputError):
+    """The request clashes with work in progress (e.g. deleting a document that is being ingested)."""
 
 
 class DocumentError(RagError):

@@ -137,7 +137,12 @@ class RetrievalSettings(BaseModel):
         description="Fusion weight of the dense leg (unset: measured per embedding model, e5-small 0.3, "
         "use 0.1, others 0.1; see README).",
     )
-    weight_graph: float = Field(0.0, ge=0, description="Fusion weight of the graph leg.")
+    weight_graph: float = Field(
+        0.0,
+        ge=0,
+        description="Fusion weight of the graph leg. 0 by default: measured, it adds nothing significant "
+        "beside a dense leg; with BMX alone 0.1 gains +0.001-0.02 nDCG@10, never loses (see README).",
+    )
     candidates: int = Field(100, ge=1, le=2000, description="Hits taken from each leg before fusion.")
 
 

@@ -198,6 +198,8 @@ def dense_leg(
     api_key: str | None,
     collection: str,
     embedder: Embedder | None = None,
+    shard_number: int | None = None,
+    replication_factor: int | None = None,
 ) -> DenseLeg:
     from rag.embed import EmbeddingCache, make_embedder
     from rag.vectors import open_vector_store
@@ -216,5 +218,7 @@ def dense_leg(
         collection=name,
         dim=emb.dim,
         api_key=api_key,
+        shard_number=shard_number,
+        replication_factor=replication_factor,
     )
     return DenseLeg(directory, emb, cache, vectors)

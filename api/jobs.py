@@ -1,0 +1,277 @@
+"""Background writes: one writer thread runs ingest and delete jobs in order.
+
+All writes to the data dir happen on this thread, through its own chunk-store
+connection (see :mod:`api.serving` for why readers and the writer never share
+one). An ingest job runs :func:`ingest.pipeline.sync_paths` (which commits whole
+documents and reads/chunks files in worker processes), publishing what is
+committed every ``publish_interval_s`` and once more at the end; a delete job
+removes the document in one transaction and publishes. A job is ``done`` only
+after its publish, so a client that polls ``GET /v1/jobs/{id}`` until ``done``
+then finds the documents in search.
+
+When idle, the thread checks every ``publish_interval_s`` whether another
+process (``rag ingest`` on the same data dir) committed changes, and publishes
+them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import queue
+import threading
+import time
+import traceback
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from api.errors import internal_error_body, rag_error_body
+from api.serving import Published, ServingEngine
+from api.uploads import remove_upload
+from rag.errors import NotFoundError, RagError
+from rag.settings import Settings
+from rag.store import ChunkStore
+
+log = logging.getLogger("rag.api")
+
+JobKind = Literal["ingest", "delete", "sync"]
+JobStatus = Literal["queued", "running", "done", "failed"]
+KEEP_JOBS = 1000  # finished jobs remembered for polling
+
+
+@dataclass
+class Job:
+    id: str
+    kind: JobKind
+    paths: list[Path] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    doc_id: str | None = None
+    status: JobStatus = "queued"
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    progress: dict[str, int] = field(default_factory=dict)
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    exception: RagError | None = field(default=None, repr=False)
+    done: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def pending(self) -> bool:
+        return self.status in ("queued", "running")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "status": self.status,
+            "files": list(self.sources),
+            "doc_id": self.doc_id,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "progress": dict(self.progress),
+            "result": self.result,
+            "error": self.error,
+        }
+
+
+class JobRunner:
+    """The writer thread and the table of jobs it ran or will run."""
+
+    def __init__(self, engine: ServingEngine, settings: Settings, uploads: Path) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.uploads = uploads
+        self.interval = settings.api.publish_interval_s
+        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._lock = threading.Lock()
+        self._counter = itertools.count(1)
+        self._thread: threading.Thread | None = None
+        self._writer: ChunkStore | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._writer = ChunkStore(self.settings.data_dir, create=True)
+        self._thread = threading.Thread(target=self._run, name="rag-writer", daemon=True)
+        self._thread.start()
+        if self.engine.behind():  # legs saved at another generation than the store: catch up now
+            self._submit(Job(self._new_id(), "sync"))
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Finish the running job (queued ones are dropped); False if it did not end in time."""
+        if self._thread is None:
+            return True
+        with self._lock:
+            for job in self._jobs.values():
+                if job.status == "queued":
+                    job.status = "failed"
+                    job.error = {"type": "cancelled", "message": "the server stopped", "hint": None}
+                    job.done.set()
+        self._queue.put(None)
+        self._thread.join(timeout)
+        alive = self._thread.is_alive()
+        if not alive and self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        return not alive
+
+    # -- submitting --------------------------------------------------------------------------------
+
+    def _new_id(self) -> str:
+        return f"job-{next(self._counter)}-{uuid.uuid4().hex[:8]}"
+
+    def _submit(self, job: Job) -> Job:
+        with self._lock:
+            self._jobs[job.id] = job
+            while len(self._jobs) > KEEP_JOBS:
+                oldest = next(iter(self._jobs.values()))
+                if oldest.pending:
+                    break
+                self._jobs.popitem(last=False)
+        self._queue.put(job)
+        return job
+
+    def submit_ingest(self, paths: list[Path], sources: list[str]) -> Job:
+        return self._submit(Job(self._new_id(), "ingest", paths=paths, sources=sources))
+
+    def submit_delete(self, doc_id: str, source: str) -> Job:
+        return self._submit(Job(self._new_id(), "delete", doc_id=doc_id, sources=[source]))
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def recent(self, limit: int = 50) -> list[Job]:
+        with self._lock:
+            return list(self._jobs.values())[-limit:][::-1]
+
+    def pending_job_for(self, path: str) -> Job | None:
+        """A queued or running ingest job that will (re)write the file at ``path``."""
+        with self._lock:
+            for job in self._jobs.values():
+                if job.pending and job.kind == "ingest" and any(str(p) == path for p in job.paths):
+                    return job
+        return None
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            out = {"queued": 0, "running": 0}
+            for job in self._jobs.values():
+                if job.status in out:
+                    out[job.status] += 1
+            return out
+
+    # -- the thread --------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            try:
+                job = self._queue.get(timeout=self.interval)
+            except queue.Empty:
+                self._publish_external()
+                continue
+            if job is None:
+                return
+            if job.status != "queued":
+                continue
+            self._execute(job)
+
+    def _execute(self, job: Job) -> None:
+        job.status, job.started_at = "running", time.time()
+        try:
+            if job.kind == "ingest":
+                job.result = self._ingest(job)
+            elif job.kind == "delete":
+                job.result = self._delete(job)
+            else:
+                published = self._publish(hold=False, force=True)
+                job.result = {"published": published.as_dict() if published else None}
+            job.status = "done"
+        except RagError as exc:
+            job.status, job.error, job.exception = "failed", rag_error_body(exc)["error"], exc
+        except Exception:
+            log.error("job %s failed:\n%s", job.id, traceback.format_exc())
+            job.status, job.error = "failed", internal_error_body()["error"]
+        finally:
+            job.finished_at = time.time()
+            job.done.set()
+
+    def _publish(self, *, hold: bool, force: bool = False) -> Published | None:
+        """Publish under the data dir's writer lock (held already when ``hold``), so that a
+        `rag ingest` in another process never saves the indexes at the same time."""
+        assert self._writer is not None
+        if hold:
+            return self.engine.publish(force=force)
+        self._writer.acquire_writer_lock()
+        try:
+            return self.engine.publish(force=force)
+        finally:
+            self._writer.release_writer_lock()
+
+    def _ingest(self, job: Job) -> dict[str, Any]:
+        from ingest.pipeline import sync_paths
+
+        assert self._writer is not None
+        publishes: list[Published] = []
+        last = time.monotonic()
+
+        def progress(done: int, total: int, item: str) -> None:
+            nonlocal last
+            job.progress = {"done": done, "total": total}
+            if time.monotonic() - last >= self.interval:
+                # sync_paths holds the writer lock and has committed everything before this file
+                published = self._publish(hold=True)
+                if published:
+                    publishes.append(published)
+                last = time.monotonic()
+
+        report = sync_paths(job.paths, self.settings, self._writer, progress=progress)
+        final = self._publish(hold=False)
+        if final:
+            publishes.append(final)
+        out = report.as_dict()
+        out["generation"] = self.engine.generation()
+        out["publishes"] = len(publishes)
+        out["max_locked_ms"] = round(max((p.locked_ms for p in publishes), default=0.0), 2)
+        return out
+
+    def _delete(self, job: Job) -> dict[str, Any]:
+        assert self._writer is not None and job.doc_id is not None
+        record = self._writer.document(job.doc_id)
+        if record is None:
+            raise NotFoundError(f"no document {job.doc_id}", hint="GET /v1/documents lists them")
+        self._writer.acquire_writer_lock()
+        try:
+            with self._writer.transaction() as tx:
+                tx.delete_document(job.doc_id)
+            published = self._publish(hold=True)
+        finally:
+            self._writer.release_writer_lock()
+        removed_file = remove_upload(self.uploads, record.path)
+        return {
+            "deleted": True,
+            "doc_id": record.doc_id,
+            "source": record.source,
+            "chunks": record.n_chunks,
+            "removed_file": removed_file,
+            "generation": self.engine.generation(),
+            "locked_ms": round(published.locked_ms, 2) if published else 0.0,
+        }
+
+    def _publish_external(self) -> None:
+        """Publish changes another process committed to the store (no-op when there are none)."""
+        assert self._writer is not None
+        try:
+            if self._writer.generation() == self.engine.generation():
+                return
+            with contextlib.suppress(RagError):  # e.g. that process still holds the writer lock
+                self._publish(hold=False)
+        except Exception:
+            log.error("publishing external changes failed:\n%s", traceback.format_exc())

@@ -1,0 +1,171 @@
+"""Documents and jobs: list, upload (ingested in the background), delete, poll a job."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Query, UploadFile
+from fastapi.responses import JSONResponse
+from starlette.responses import Response
+
+from api.auth import require_read, require_write
+from api.jobs import Job
+from api.schemas import DeleteResponse, DocumentList, JobInfo, JobList, UploadResponse
+from api.service import EngineDep, ServiceDep
+from api.uploads import place_upload, safe_filename, stage_upload
+from rag.errors import ConflictError, InputError, NotFoundError, RagError
+from rag.store import DocumentRecord
+
+router = APIRouter(tags=["documents"])
+
+#: How long DELETE waits for its job before answering 202 with the job to poll.
+DELETE_WAIT_S = 30.0
+
+
+def document_row(d: DocumentRecord, uploads: Path) -> dict[str, Any]:
+    """One document as `rag documents --json` lists it, plus whether it was uploaded."""
+    return {
+        "doc_id": d.doc_id,
+        "source": d.source,
+        "path": d.path,
+        "format": d.format,
+        "pages": d.n_pages,
+        "chunks": d.n_chunks,
+        "encoding": d.encoding,
+        "notes": d.notes,
+        "ingested_at": d.ingested_at,
+        "uploaded": Path(d.path).parent == uploads.resolve(),
+    }
+
+
+@router.get(
+    "/v1/documents",
+    summary="List indexed documents",
+    response_model=DocumentList,
+    dependencies=[Depends(require_read)],
+)
+def list_documents(
+    engine: EngineDep,
+    service: ServiceDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> Response:
+    """Paths, pages, chunk counts and ingest times, sorted by source, as searches see them now."""
+    with engine.reading():
+        docs = engine.store.documents()
+    rows = [document_row(d, service.uploads) for d in docs[offset : offset + limit]]
+    return JSONResponse({"total": len(docs), "documents": rows})
+
+
+@router.post(
+    "/v1/documents",
+    summary="Upload files to ingest",
+    status_code=202,
+    response_model=UploadResponse,
+    dependencies=[Depends(require_write)],
+)
+def upload_documents(
+    files: Annotated[
+        list[UploadFile],
+        File(description="One or more files (.md .markdown .txt .pdf), e.g. `curl -F files=@notes.md`."),
+    ],
+    service: ServiceDep,
+) -> Response:
+    """Saves the files under `<data_dir>/uploads/` (the name sanitised: no folders, no hidden files)
+    and ingests them in the background. Uploading a name again replaces that document. The whole
+    request may be at most RAG_API__MAX_UPLOAD_MB (413 beyond). Poll `GET /v1/jobs/{id}` until
+    `done`; the documents are searchable from then on."""
+    jobs = service.jobs()
+    names = [safe_filename(f.filename or "") for f in files]
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise InputError(f"two files in this request are both named {name!r}")
+        seen.add(name)
+    max_mb = service.settings.api.max_upload_mb
+    budget = int(max_mb * 2**20)
+    staged: list[tuple[Path, int]] = []
+    try:
+        for f in files:
+            tmp, size = stage_upload(f.file, service.uploads, limit=budget, max_mb=max_mb)
+            staged.append((tmp, size))
+            budget -= size
+        paths = [
+            place_upload(tmp, service.uploads, name) for (tmp, _), name in zip(staged, names, strict=True)
+        ]
+    except BaseException:
+        for tmp, _ in staged:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        raise
+    job = jobs.submit_ingest(paths, names)
+    body = {
+        "job": job.as_dict(),
+        "files": [{"name": n, "bytes": size} for n, (_, size) in zip(names, staged, strict=True)],
+    }
+    return JSONResponse(body, status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
+
+
+@router.delete(
+    "/v1/documents/{doc_id}",
+    summary="Delete a document from every index",
+    response_model=DeleteResponse,
+    responses={202: {"model": JobInfo, "description": "Still running after 30 s: poll the job."}},
+    dependencies=[Depends(require_write)],
+)
+def delete_document(doc_id: str, engine: EngineDep, service: ServiceDep) -> Response:
+    """Removes the document from the chunk store and every index (searches stop finding it when
+    this returns); an uploaded file is deleted too. 404 if unknown, 409 while an upload of the
+    same file is still being ingested."""
+    with engine.reading():
+        record = engine.store.document(doc_id)
+    if record is None:
+        raise NotFoundError(f"no document with id {doc_id}", hint="GET /v1/documents lists them")
+    jobs = service.jobs()
+    pending = jobs.pending_job_for(record.path)
+    if pending is not None:
+        raise ConflictError(
+            f"{record.source} is being ingested (job {pending.id})",
+            hint=f"wait until GET /v1/jobs/{pending.id} says done, then delete",
+        )
+    job = jobs.submit_delete(doc_id, record.source)
+    if not job.done.wait(DELETE_WAIT_S):
+        return JSONResponse(job.as_dict(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
+    _raise_failed(job)
+    assert job.result is not None
+    keys = ("deleted", "doc_id", "source", "chunks", "removed_file")
+    return JSONResponse({**{k: job.result[k] for k in keys}, "job": job.id})
+
+
+def _raise_failed(job: Job) -> None:
+    if job.status == "failed":
+        if job.exception is not None:
+            raise job.exception
+        raise RagError((job.error or {}).get("message", "the job failed"))
+
+
+@router.get(
+    "/v1/jobs/{job_id}",
+    summary="Poll a background job",
+    response_model=JobInfo,
+    tags=["jobs"],
+    dependencies=[Depends(require_read)],
+)
+def get_job(job_id: str, service: ServiceDep) -> Response:
+    job = service.jobs().get(job_id)
+    if job is None:
+        raise NotFoundError(f"no job {job_id}", hint="job ids come from POST /v1/documents")
+    return JSONResponse(job.as_dict())
+
+
+@router.get(
+    "/v1/jobs",
+    summary="Recent background jobs, newest first",
+    response_model=JobList,
+    tags=["jobs"],
+    dependencies=[Depends(require_read)],
+)
+def list_jobs(service: ServiceDep, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> Response:
+    return JSONResponse({"jobs": [j.as_dict() for j in service.jobs().recent(limit)]})

@@ -1,0 +1,120 @@
+"""What the routes share: the engine, the writer thread, the LLM, and typed dependencies for them.
+
+The engine is opened when the app starts. If that fails (no usable index, the
+vector store held by another process, a missing package), the server still
+starts: ``/health`` answers 503 with the reason and every route that needs the
+engine answers 503 with the same error, and opening is retried (at most every
+:data:`RETRY_S` seconds) when a request comes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from api.jobs import JobRunner
+from api.serving import ServingEngine
+from api.uploads import clear_partials, uploads_dir
+from rag.errors import RagError
+from rag.llm import LLM, make_llm
+from rag.settings import Settings
+
+if TYPE_CHECKING:
+    from rag.embed import Embedder
+
+log = logging.getLogger("rag.api")
+RETRY_S = 5.0
+
+
+class Service:
+    def __init__(self, settings: Settings, *, embedder: Embedder | None = None) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self.uploads = uploads_dir(settings.data_dir)
+        self.started_at = time.time()
+        self.llm: LLM | None = None
+        self.error: RagError | None = None
+        self._engine: ServingEngine | None = None
+        self._jobs: JobRunner | None = None
+        self._open_lock = threading.Lock()
+        self._next_try = 0.0
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.llm = make_llm(self.settings.llm)
+        self._try_open()
+
+    def _try_open(self) -> None:
+        with self._open_lock:
+            if self._engine is not None or time.monotonic() < self._next_try:
+                return
+            try:
+                engine = ServingEngine.open_serving(self.settings, embedder=self.embedder)
+            except RagError as exc:
+                self.error = exc
+                self._next_try = time.monotonic() + RETRY_S
+                log.warning("cannot open the index: %s", exc.one_line())
+                return
+            clear_partials(self.uploads)
+            jobs = JobRunner(engine, self.settings, self.uploads)
+            jobs.start()
+            self._engine, self._jobs, self.error = engine, jobs, None
+
+    def stop(self) -> None:
+        jobs, engine = self._jobs, self._engine
+        self._jobs = self._engine = None
+        if jobs is not None and not jobs.stop():
+            log.warning("a write job was still running at shutdown; the store keeps what it committed")
+            engine = None  # the writer thread may still use it
+        if engine is not None:
+            engine.close()
+        if self.llm is not None:
+            self.llm.close()
+
+    # -- access ------------------------------------------------------------------------------------
+
+    def current_engine(self) -> ServingEngine | None:
+        return self._engine
+
+    def engine(self) -> ServingEngine:
+        if self._engine is None:
+            self._try_open()
+        if self._engine is None:
+            assert self.error is not None
+            raise self.error.with_traceback(None)
+        return self._engine
+
+    def jobs(self) -> JobRunner:
+        self.engine()
+        assert self._jobs is not None
+        return self._jobs
+
+    @property
+    def ready(self) -> bool:
+        return self._engine is not None
+
+
+async def get_service(request: Request) -> Service:
+    service = request.app.state.service
+    assert isinstance(service, Service)
+    return service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+
+async def get_engine(service: ServiceDep) -> ServingEngine:
+    """The engine; opening it again (when it failed at start) blocks, so that runs in a worker thread."""
+    engine = service.current_engine()
+    if engine is not None:
+        return engine
+    return await run_in_threadpool(service.engine)
+
+
+EngineDep = Annotated[ServingEngine, Depends(get_engine)]

@@ -1,0 +1,299 @@
+"""One engine shared by every request, kept consistent while ingests and deletes run.
+
+The problem. The server holds ONE :class:`~rag.engine.Engine` (the embedded
+Qdrant store is single-process, so there cannot be two). Writers add, replace
+and delete documents while readers search. The chunk store commits whole
+documents, but the derived indexes (the legs) learn about a commit only when
+they sync. A reader that mixes "store after the commit" with "legs before the
+sync" sees half-written state: a replaced document's old chunk ids are still in
+the legs but gone from the store, so the document silently drops out of the
+results until the legs catch up.
+
+The design: every reader sees one published state, and a new state is prepared
+off to the side and swapped in at once.
+
+* A published state is (a chunk-store connection pinned to one WAL snapshot,
+  legs synced to exactly that snapshot). :class:`SnapshotStore` opens a read
+  transaction and keeps it open, so every read on that connection (leg sync,
+  chunk lookup of a hit, the document list) sees the same committed
+  generation, whatever the ingest commits meanwhile on its own connection.
+  SQLite in WAL mode lets this reader and the writer work at the same time.
+* :meth:`ServingEngine.publish` (called only by the single writer thread, see
+  :mod:`api.jobs`) pins a new snapshot and brings the legs to it:
+
+  - the sparse (BMX) leg copy-on-write: a second copy is loaded from disk
+    (30 ms at 10k chunks), synced to the new snapshot and saved, all outside
+    any lock; readers keep using the old copy. The sync costs 0.3-0.9 s at
+    10k chunks (tokenizing, then an fsynced save), too long to make readers
+    wait for;
+  - the dense leg cannot be copied (one handle on the exclusive vector store),
+    so its expensive part, embedding the new chunks, is done beforehand into
+    the embedding cache, outside the lock;
+  - then, under the *write* side of a readers-writer lock, the dense leg syncs
+    (cache hits and vector upserts only) and the store and sparse leg are
+    swapped. Searches take the *read* side, so they wait only for this short
+    swap and never see a mix.
+  - any other leg (the entity graph) syncs in place, so it too syncs under the
+    write lock; a leg that offers ``prepare(store)`` gets it called first,
+    outside the lock, for its slow part. The graph leg has no such method yet,
+    so a publish holds searches for its entity extraction of the new chunks
+    (measured in ``bench/results/api_load.md``).
+
+* The lock prefers writers (a steady stream of searches cannot starve a
+  publish) and lets a thread that already holds it read again (a graph or
+  answer helper that searches inside a locked section does not deadlock).
+
+A long ingest publishes what it has committed every
+``settings.api.publish_interval_s``, so new documents become searchable in
+steps, each step consistent. The cost of pinning: while a snapshot is pinned
+SQLite cannot recycle the WAL past it, so the WAL grows during an ingest and
+shrinks again after the next publish.
+
+SQLite connections: ``ChunkStore`` opens its connection with
+``check_same_thread=False`` and SQLite is built serialized
+(``sqlite3.threadsafety == 3``), so reader threads may share the pinned
+connection; only reads ever run on it. Writes go through the writer thread's
+own connection: sharing one connection would let a reader see the writer's
+uncommitted transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rag.engine import Engine
+from rag.errors import StoreError
+from rag.retrieval.legs import DenseLeg, Leg
+from rag.retrieval.search import Hit, Mode
+from rag.settings import Settings
+from rag.store import ChunkStore, StoreWriter
+
+if TYPE_CHECKING:
+    from rag.embed import Embedder
+
+#: Legs that are rebuilt beside the live copy and swapped in (their on-disk index can be opened twice).
+COPY_ON_WRITE = frozenset({"sparse"})
+#: Chunks embedded per batch when the embedding cache is warmed before a publish.
+WARM_BATCH = 256
+
+
+class RWLock:
+    """A readers-writer lock: many readers or one writer; waiting writers go first.
+
+    A thread may take ``read`` again while it holds ``read`` or ``write``.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer: int | None = None
+        self._writers_waiting = 0
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[None]:
+        depth: int = getattr(self._local, "depth", 0)
+        me = threading.get_ident()
+        if depth == 0 and self._writer != me:
+            with self._cond:
+                while self._writer is not None or self._writers_waiting:
+                    self._cond.wait()
+                self._readers += 1
+            counted = True
+        else:
+            counted = False
+        self._local.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._local.depth = depth
+            if counted:
+                with self._cond:
+                    self._readers -= 1
+                    if not self._readers:
+                        self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            try:
+                while self._writer is not None or self._readers:
+                    self._cond.wait()
+            finally:
+                self._writers_waiting -= 1
+            self._writer = threading.get_ident()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = None
+                self._cond.notify_all()
+
+
+class SnapshotStore(ChunkStore):
+    """A read-only :class:`ChunkStore` whose every read comes from one committed snapshot."""
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(data_dir, create=False)
+        try:
+            self._db.execute("BEGIN")
+            row = self._db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
+        except Exception:
+            super().close()
+            raise
+        self._generation = int(row[0])
+
+    def generation(self) -> int:
+        return self._generation
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[StoreWriter]:
+        raise StoreError("a snapshot of the chunk store is read-only")
+        yield  # pragma: no cover
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._db.execute("ROLLBACK")
+        super().close()
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """What one :meth:`ServingEngine.publish` did."""
+
+    generation: int
+    previous: int
+    took_s: float
+    locked_ms: float  # how long searches were held back
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "previous": self.previous,
+            "took_s": round(self.took_s, 3),
+            "locked_ms": round(self.locked_ms, 2),
+        }
+
+
+class ServingEngine(Engine):
+    """The server's engine: searches under the read lock, state replaced by :meth:`publish`."""
+
+    def __init__(self, settings: Settings, store: ChunkStore, *, embedder: Embedder | None = None) -> None:
+        super().__init__(settings, store, embedder=embedder)
+        self.lock = RWLock()
+        self.last_publish: Published | None = None
+        self.publishes = 0
+
+    @classmethod
+    def open_serving(cls, settings: Settings, *, embedder: Embedder | None = None) -> ServingEngine:
+        """Open (creating an empty index if there is none) with every configured leg loaded now,
+        so no request ever opens one (two requests opening the vector store would collide)."""
+        ChunkStore(settings.data_dir, create=True).close()
+        engine = cls(settings, SnapshotStore(settings.data_dir), embedder=embedder)
+        try:
+            for name in engine.available_legs():
+                engine.leg(name)
+        except BaseException:
+            engine.close()
+            raise
+        return engine
+
+    # -- readers -----------------------------------------------------------------------------------
+
+    def reading(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the published state still (for reads of ``store`` outside :meth:`search`)."""
+        return self.lock.read()
+
+    def search(self, query: str, k: int = 10, mode: Mode = "hybrid") -> list[Hit]:
+        with self.lock.read():
+            return super().search(query, k, mode)
+
+    def status(self) -> dict[str, Any]:
+        with self.lock.read():
+            out = super().status()
+            for name, leg in self._legs.items():
+                out["legs"].setdefault(name, {})["generation"] = getattr(leg, "generation", None)
+        return out
+
+    def generation(self) -> int:
+        return self.store.generation()
+
+    def behind(self) -> bool:
+        """Whether a loaded leg reflects another generation than the pinned snapshot."""
+        gen = self.store.generation()
+        return any(getattr(leg, "generation", gen) != gen for leg in self._legs.values())
+
+    # -- the writer ---------------------------------------------------------------------------------
+
+    def publish(self, *, force: bool = False) -> Published | None:
+        """Make the latest committed state of the chunk store the one every search sees.
+
+        Only one thread may call this (the writer thread). None when nothing changed.
+        """
+        t0 = time.perf_counter()
+        new = SnapshotStore(self.settings.data_dir)
+        previous = self.store.generation()
+        if new.generation() == previous and not force and not self.behind():
+            new.close()
+            return None
+        fresh: dict[str, Leg] = {}
+        swapped = False
+        try:
+            for name in self._legs:
+                if name in COPY_ON_WRITE:
+                    leg = self._make_leg(name)
+                    fresh[name] = leg
+                    leg.sync(new)
+            for name, leg in self._legs.items():
+                if name not in fresh:
+                    prepare(leg, new)
+            with self.lock.write():
+                t_lock = time.perf_counter()
+                for name, leg in self._legs.items():
+                    if name not in fresh:
+                        leg.sync(new)
+                old_store, self.store = self.store, new
+                old_legs = {name: self._legs[name] for name in fresh}
+                self._legs.update(fresh)
+                swapped = True
+                locked_ms = (time.perf_counter() - t_lock) * 1000
+            old_store.close()
+            for leg in old_legs.values():
+                leg.close()
+        finally:
+            if not swapped:
+                new.close()
+                for leg in fresh.values():
+                    leg.close()
+        result = Published(new.generation(), previous, time.perf_counter() - t0, locked_ms)
+        self.last_publish = result
+        self.publishes += 1
+        return result
+
+
+def prepare(leg: Leg, store: ChunkStore) -> None:
+    """Do the slow part of ``leg``'s next sync to ``store`` now, while searches go on: embeddings
+    for the dense leg; a leg's own ``prepare(store)`` when it has one."""
+    if isinstance(leg, DenseLeg):
+        warm_embeddings(leg, store)
+        return
+    own = getattr(leg, "prepare", None)
+    if callable(own):
+        own(store)
+
+
+def warm_embeddings(leg: DenseLeg, store: ChunkStore) -> int:
+    """Embed (into the leg's embedding cache) the chunks of ``store`` the vector store lacks, so
+    the leg's own sync, done while searches wait, finds every vector in the cache."""
+    missing = sorted(store.chunk_ids() - leg.vectors.ids())
+    for i in range(0, len(missing), WARM_BATCH):
+        chunks = store.get_chunks(missing[i : i + WARM_BATCH])
+        leg.cache.embed_passages(leg.embedder, [c.index_text() for c in chunks])
+    return len(missing)
