@@ -35,8 +35,8 @@ off to the side and swapped in at once.
     swap and never see a mix.
   - any other leg (the entity graph) syncs in place, so it too syncs under the
     write lock; a leg that offers ``prepare(store)`` gets it called first,
-    outside the lock, for its slow part. The graph leg has no such method yet,
-    so a publish holds searches for its entity extraction of the new chunks
+    outside the lock, for its slow part. The graph leg's ``prepare`` extracts
+    the entities of the new chunks, so under the lock it only writes them
     (measured in ``bench/results/api_load.md``).
 
 * The lock prefers writers (a steady stream of searches cannot starve a

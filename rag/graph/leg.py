@@ -23,16 +23,22 @@ damped match on what the question's entities are usually written with.
 
 The leg keeps itself in step with the chunk store the way the sparse leg does:
 by chunk-id diff and the store generation; a change of extractor, alias table
-or rules (the fingerprint in ``meta``) rebuilds it from the store.
+or rules (the fingerprint in ``meta``) rebuilds it from the store. A sync can
+be done in two steps (the HTTP server does, ``api/serving.py``): ``prepare``
+computes the diff and extracts the entities of the chunks to add, in memory,
+writing nothing, while searches go on; the ``sync`` that follows, to the same
+store generation, only writes. Any other sync does the whole work itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,6 +61,7 @@ RULES_BATCH = 1000  # chunks per transaction with the rule extractor
 PARALLEL_MIN_CHUNKS = 4000  # syncs this large extract in worker processes (starting them costs ~2 s)
 PARALLEL_BATCH = 500
 MAX_LLM_FAILURES = 3  # consecutive failed chunks before a sync stops asking the model
+PREPARE_MAX_CHUNKS = 20_000  # chunks prepare extracts ahead (~10 KB each in memory); sync does the rest
 
 
 def bm25_idf(n_chunks: int, df: int) -> float:
@@ -108,6 +115,28 @@ def score_chunks(
     return scores
 
 
+@dataclass(frozen=True, slots=True)
+class _Extracted:
+    """One chunk's extraction, ready to write."""
+
+    chunk_id: str
+    mentions: list[Mention]
+    status: str | None = None  # LLM extraction: "ok" | "failed"; None with the rules only
+    cache_row: tuple[str, str] | None = None  # a new LLM cache row (digest, entities JSON)
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What a sync to one store generation does: the chunk-id diff and, once prepared, the
+    extraction of the chunks to add (``todo``, in order)."""
+
+    generation: int
+    remove: list[str]
+    retry: list[str]  # LLM extraction failed last time: removed, then extracted again
+    todo: list[str]
+    extracted: list[_Extracted] = field(default_factory=list)
+
+
 class GraphLeg:
     """Entity graph under ``<dir>``; see the module docstring."""
 
@@ -140,6 +169,7 @@ class GraphLeg:
         gen = self.graph.meta("generation")
         self.generation: int | None = int(gen) if gen is not None else None
         self.llm_failed = 0  # chunks of the last sync whose LLM extraction failed (rules only)
+        self._prepared: _Plan | None = None  # from prepare(), for the next sync
 
     # -- search ------------------------------------------------------------------------------------
 
@@ -171,54 +201,99 @@ class GraphLeg:
 
     # -- sync --------------------------------------------------------------------------------------
 
+    def prepare(self, store: ChunkStore) -> None:
+        """Do the slow part of the next :meth:`sync` to ``store`` now, writing nothing: the chunk-id
+        diff and the entity extraction (rules, and the model's if configured) of the chunks to add,
+        kept in memory (at most ``PREPARE_MAX_CHUNKS`` of them; the sync extracts any others).
+        Searches meanwhile see the graph as it is; a :meth:`sync` to the same store generation then
+        only writes. Call it from the thread that calls :meth:`sync`."""
+        generation = store.generation()  # read first: what follows is at least this new
+        if generation == self.generation:
+            self._prepared = None
+            return
+        if self._prepared is not None and self._prepared.generation == generation:
+            return
+        self._prepared = None
+        plan = self._plan(store, generation)
+        with contextlib.closing(self._extractions(store, plan.todo[:PREPARE_MAX_CHUNKS])) as batches:
+            for batch in batches:
+                plan.extracted.extend(batch)
+        self.graph.checkpoint()  # else the sync's commit may have to
+        self._prepared = plan
+
     def sync(self, store: ChunkStore, progress: ProgressFn | None = None) -> SyncResult:
+        """Bring the graph to ``store``; with a plan from :meth:`prepare` for the same store
+        generation, only write it (a plan for another generation is dropped and the work redone)."""
         t0 = time.perf_counter()
+        prepared, self._prepared = self._prepared, None  # after any sync a plan is stale
         generation = store.generation()
         if generation == self.generation:
             return SyncResult(0, 0, 0.0)
+        if prepared is not None and prepared.generation == generation:
+            plan = prepared
+        else:
+            plan = self._plan(store, generation)
+        if self.llm is not None:
+            self.llm_failed = 0
+        label = "entity graph (LLM)" if self.llm is not None else "entity graph"
+        extracted = {e.chunk_id for e in plan.extracted}
+        missing = [c for c in plan.todo if c not in extracted]
+        done = 0
+        with self.graph.transaction():  # a prepared plan is written in one transaction
+            if plan.remove or plan.retry:
+                self.graph.remove(plan.remove + plan.retry)
+            for i in range(0, len(plan.extracted), RULES_BATCH):
+                done += self._add(plan.extracted[i : i + RULES_BATCH])
+                if progress:
+                    progress(done, len(plan.todo), label)
+            if not missing:
+                self.graph.set_meta("generation", str(generation))
+        if missing:
+            with contextlib.closing(self._extractions(store, missing)) as batches:
+                for batch in batches:
+                    with self.graph.transaction():
+                        done += self._add(batch)
+                    if progress:
+                        progress(done, len(plan.todo), label)
+            with self.graph.transaction():
+                self.graph.set_meta("generation", str(generation))
+        self.generation = generation
+        return SyncResult(len(plan.todo), len(plan.remove), time.perf_counter() - t0)
+
+    def _plan(self, store: ChunkStore, generation: int) -> _Plan:
+        """The chunk-id diff between the graph and ``store``: what to remove, retry and add."""
         have = self.graph.chunk_ids()
         want = store.chunk_ids()
-        add = sorted(want - have)
-        remove = sorted(have - want)
         retry = sorted(self.graph.chunk_ids(llm="failed") & want) if self.llm is not None else []
-        if remove or retry:
-            with self.graph.transaction():
-                self.graph.remove(remove + retry)
-        todo = sorted(add + retry)
+        return _Plan(
+            generation, remove=sorted(have - want), retry=retry, todo=sorted((want - have) | set(retry))
+        )
+
+    def _add(self, items: Sequence[_Extracted]) -> int:
+        """Extracted chunks (and new LLM cache rows), inside a transaction. Returns how many."""
+        for item in items:
+            if item.cache_row is not None:
+                self.graph.cache_llm(*item.cache_row)
+        self.graph.add([(e.chunk_id, e.mentions, e.status) for e in items], self.extractor.max_salient)
+        self.llm_failed += sum(e.status == "failed" for e in items)
+        return len(items)
+
+    def _extractions(self, store: ChunkStore, todo: list[str]) -> Generator[list[_Extracted], None, None]:
+        """The extraction of the chunks ``todo``, batch after batch, in order. With the LLM a batch
+        is one chunk, so a sync that writes each batch as it comes keeps every answer the model gave."""
         if self.llm is not None:
-            self._sync_llm(store, todo, progress)
+            yield from self._extract_llm(store, todo)
         elif self.workers > 1 and len(todo) >= PARALLEL_MIN_CHUNKS:
-            self._sync_parallel(store, todo, progress)
+            yield from self._extract_parallel(store, todo)
         else:
             for i in range(0, len(todo), RULES_BATCH):
                 chunks = store.get_chunks(todo[i : i + RULES_BATCH])
-                self._write(chunks, [self.extractor.extract(c.index_text()) for c in chunks])
-                if progress:
-                    progress(min(i + RULES_BATCH, len(todo)), len(todo), "entity graph")
-        with self.graph.transaction():
-            self.graph.set_meta("generation", str(generation))
-        self.generation = generation
-        return SyncResult(len(todo), len(remove), time.perf_counter() - t0)
+                yield [_Extracted(c.chunk_id, self.extractor.extract(c.index_text())) for c in chunks]
 
-    def _write(
-        self,
-        chunks: Sequence[Chunk],
-        mentions: Sequence[Sequence[Mention]],
-        status: Sequence[str | None] | None = None,
-        cache: Sequence[tuple[str, str]] = (),
-    ) -> None:
-        """One transaction: a batch of chunks with their mentions (and new LLM cache rows)."""
-        states = status if status is not None else [None] * len(chunks)
-        with self.graph.transaction():
-            for digest, names in cache:
-                self.graph.cache_llm(digest, names)
-            self.graph.add(
-                [(c.chunk_id, m, s) for c, m, s in zip(chunks, mentions, states, strict=True)],
-                self.extractor.max_salient,
-            )
-
-    def _sync_parallel(self, store: ChunkStore, todo: list[str], progress: ProgressFn | None) -> None:
-        """Extraction in ``workers - 1`` processes while this one reads chunks and writes the graph."""
+    def _extract_parallel(
+        self, store: ChunkStore, todo: list[str]
+    ) -> Generator[list[_Extracted], None, None]:
+        """Extraction in ``workers - 1`` processes while this one reads chunks (and the caller writes)."""
         import multiprocessing
         from concurrent.futures import Future, ProcessPoolExecutor
 
@@ -229,56 +304,50 @@ class GraphLeg:
             initargs=(self.extractor,),
         )
         pending: deque[tuple[list[Chunk], Future[list[list[Mention]]]]] = deque()
-        done = 0
         try:
             for i in range(0, len(todo), PARALLEL_BATCH):
                 chunks = store.get_chunks(todo[i : i + PARALLEL_BATCH])
                 pending.append((chunks, pool.submit(_extract_batch, [c.index_text() for c in chunks])))
                 while len(pending) > self.workers:  # a few batches ahead, not the whole corpus
                     chunks, future = pending.popleft()
-                    self._write(chunks, future.result())
-                    done += len(chunks)
-                    if progress:
-                        progress(done, len(todo), "entity graph")
+                    yield [_Extracted(c.chunk_id, m) for c, m in zip(chunks, future.result(), strict=True)]
             while pending:
                 chunks, future = pending.popleft()
-                self._write(chunks, future.result())
-                done += len(chunks)
-                if progress:
-                    progress(done, len(todo), "entity graph")
+                yield [_Extracted(c.chunk_id, m) for c, m in zip(chunks, future.result(), strict=True)]
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _sync_llm(self, store: ChunkStore, todo: list[str], progress: ProgressFn | None) -> None:
-        """One chunk per transaction: an interrupted run keeps every answer the model gave."""
-        self.llm_failed = 0
+    def _extract_llm(self, store: ChunkStore, todo: list[str]) -> Generator[list[_Extracted], None, None]:
+        """Rules plus the model, one chunk at a time; after ``MAX_LLM_FAILURES`` failures in a row
+        (or one that will repeat) the rest get the rules only and stay marked for a retry."""
         failures = 0  # consecutive
         llm_down = False
-        for i, chunk_id in enumerate(todo):
+        answers: dict[str, str] = {}  # this run's new cache rows, for repeated texts
+        for chunk_id in todo:
             for chunk in store.get_chunks([chunk_id]):
                 rules = self.extractor.extract(chunk.index_text())
-                mentions, status, row, fatal = self._with_llm(chunk, rules, skip=llm_down)
+                mentions, status, row, fatal = self._with_llm(chunk, rules, skip=llm_down, answers=answers)
                 if status == "failed":
-                    self.llm_failed += 1
                     failures += 1
                     llm_down = llm_down or fatal or failures >= MAX_LLM_FAILURES
                 else:
                     failures = 0
-                self._write([chunk], [mentions], [status], [row] if row is not None else [])
-            if progress:
-                progress(i + 1, len(todo), "entity graph (LLM)")
+                if row is not None:
+                    answers[row[0]] = row[1]
+                yield [_Extracted(chunk.chunk_id, mentions, status, row)]
 
     def _with_llm(
-        self, chunk: Chunk, rules: list[Mention], *, skip: bool
+        self, chunk: Chunk, rules: list[Mention], *, skip: bool, answers: Mapping[str, str]
     ) -> tuple[list[Mention], str, tuple[str, str] | None, bool]:
-        """Rule mentions merged with the model's (from the cache when this text was seen before):
-        ``(mentions, "ok" | "failed", new cache row or None, whether the failure will repeat)``."""
+        """Rule mentions merged with the model's (from the cache, or ``answers`` not yet written, when
+        this text was seen before): ``(mentions, "ok" | "failed", new cache row or None, whether the
+        failure will repeat)``."""
         from rag.graph.llm import is_fatal, merge_llm_entities
 
         assert self.llm is not None
         text = chunk.index_text()
         digest = self.llm.cache_key(text)
-        cached = self.graph.cached_llm(digest)
+        cached = answers.get(digest) or self.graph.cached_llm(digest)
         new_row: tuple[str, str] | None = None
         if cached is not None:
             names = json.loads(cached)

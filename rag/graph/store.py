@@ -116,6 +116,11 @@ class GraphStore:
         else:
             self._db.execute("COMMIT")
 
+    def checkpoint(self) -> None:
+        """Copy the write-ahead log into the database file now, waiting for no reader (SQLite's
+        PASSIVE checkpoint), so that the next commit does not stop to do it."""
+        self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
     # -- meta --------------------------------------------------------------------------------------
 
     def meta(self, key: str) -> str | None:
