@@ -372,11 +372,6 @@ _SPACES = re.compile(" {2,}")
 _WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 
 
-def _output_to_float32(_module: Any, _inputs: Any, output: Any) -> Any:
-    """Forward hook: the float16 word table's lookups join the float32 network as float32."""
-    return output.float()
-
-
 class E5Embedder:
     """multilingual-e5-small (384-d) in torch: mean pooling over tokens, L2-normalised.
 
@@ -407,11 +402,7 @@ class E5Embedder:
         max_batch_tokens: int | None = None,
         source: Path | None = None,
     ) -> None:
-        for module, package in (
-            ("torch", "torch"),
-            ("transformers", "transformers"),
-            ("sentencepiece", "sentencepiece"),
-        ):
+        for module, package in (("torch", "torch"), ("sentencepiece", "sentencepiece")):
             import_optional(module, package, "the e5-small embedder")
         self.device = resolve_device(device)
         if self.device == "cpu":
@@ -444,36 +435,23 @@ class E5Embedder:
     # -- loading ---------------------------------------------------------
     def _build(self, config: dict[str, Any], state: dict[str, Any]) -> None:
         torch = import_optional("torch", "torch", "the e5-small embedder")
-        transformers = import_optional("transformers", "transformers", "the e5-small embedder")
-        kwargs = {k: v for k, v in config.items() if k not in ("model_type", "architectures")}
-        cfg = transformers.BertConfig(**kwargs, attn_implementation="sdpa")
+        from rag.embed.bert import BertEncoder
+
         cpu = self.device == "cpu"
         weights = {}
         for key, value in state.items():
+            if key.startswith(("pooler.", "embeddings.position_ids", "embeddings.token_type_ids")):
+                continue  # unused by mean pooling / rebuilt on the fly
             tensor = torch.as_tensor(value)
             # float16 on GPUs; float32 on CPU except the 96M-entry word table, which is only looked up
             half = not cpu or key == _WORD_EMBEDDINGS
             weights[key] = tensor.to(torch.float16 if half else torch.float32)
-        # Built on the meta device (no random initialisation of 118M weights), then given the real ones.
-        with torch.device("meta"):
-            model = transformers.BertModel(cfg, add_pooling_layer=False)
-        model.load_state_dict(weights, strict=False, assign=True)
-        # Buffers not saved in a state dict (position ids, token type ids) are rebuilt on a real device.
-        for module in model.modules():
-            for bname, buf in list(module.named_buffers(recurse=False)):
-                if buf.is_meta:
-                    n = buf.shape[-1]
-                    real = (
-                        torch.arange(n, dtype=buf.dtype)
-                        if "position" in bname
-                        else torch.zeros(n, dtype=buf.dtype)
-                    )
-                    module.register_buffer(bname, real.expand(buf.shape).clone(), persistent=False)
-        leftover = [n for n, p in [*model.named_parameters(), *model.named_buffers()] if p.is_meta]
-        if leftover:
-            raise BackendError(f"e5-small weights are incomplete: {leftover[:3]} missing")
-        if cpu:
-            model.embeddings.word_embeddings.register_forward_hook(_output_to_float32)
+        model = BertEncoder(config)  # storage-less until the real weights are assigned
+        missing, unexpected = model.load_state_dict(weights, strict=False, assign=True)
+        if missing or unexpected:
+            raise BackendError(
+                f"e5-small weights do not fit the encoder: missing {missing[:3]}, unexpected {unexpected[:3]}"
+            )
         self._model = model.to(self.device).eval()
         self.dim = int(config["hidden_size"])
         self._max_positions = int(config["max_position_embeddings"])
@@ -524,7 +502,7 @@ class E5Embedder:
             with torch.inference_mode():
                 ids_t = torch.from_numpy(input_ids).to(self.device)
                 mask_t = torch.from_numpy(mask).to(self.device)
-                hidden = self._model(input_ids=ids_t, attention_mask=mask_t).last_hidden_state.float()
+                hidden = self._model(ids_t, mask_t).float()
                 m = mask_t.unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * m).sum(dim=1) / m.sum(dim=1)
             out[batch] = pooled.cpu().numpy()
