@@ -34,6 +34,7 @@ install: $(STAMP)
 demo: install
 	$(BIN)/rag ingest samples/notes --data-dir $(DEMO_DIR)
 	$(BIN)/rag search "ollama 用 GPU 启动" -k 3 --data-dir $(DEMO_DIR)
+	$(BIN)/rag graph entity ollama --data-dir $(DEMO_DIR)
 	# answers through Ollama when one runs at RAG_LLM__URL; otherwise an extractive answer, labelled as such
 	$(BIN)/rag ask "怎样用 docker 在 GPU 上启动 ollama？" --data-dir $(DEMO_DIR)
 
