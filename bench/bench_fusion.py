@@ -1,6 +1,6 @@
 """Choose fusion defaults by measurement: RRF vs min-max weighted fusion, weight sweep.
 
-    python bench/bench_fusion.py [--sets xquad_zh,...] [--model e5-small] [--out bench/results/fusion.md]
+    python bench/bench_fusion.py [--sets xquad_zh,...] [--model e5-small] [--out bench/results/fusion-<model>.md]
 
 Each collection is indexed once (sparse + dense, through `eval.runner.index_dataset`,
 kept under bench/out/fusion/<model>/<set> so re-runs reuse the embeddings). Each
@@ -29,6 +29,7 @@ from rag.settings import Settings  # noqa: E402
 EVAL_ROOT = REPO.parent / "shared" / "eval"
 SETS = ["xquad_zh", "cmrc2018_dev_zh", "xquad_en", "covidqa_chunks_en"]
 DEPTH = 100
+NOTES_MARKER = "<!-- notes: kept when the benchmark rewrites this file -->"
 
 
 def leg_candidates(ds_name: str, model: str) -> tuple[dict, dict, dict]:
@@ -61,8 +62,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", default=",".join(SETS))
     ap.add_argument("--model", default="e5-small")
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "fusion.md")
+    ap.add_argument("--out", type=Path, help="default: bench/results/fusion-<model>.md (one file per model)")
     args = ap.parse_args()
+    if args.out is None:
+        args.out = REPO / "bench" / "results" / f"fusion-{args.model}.md"
     if not EVAL_ROOT.exists():
         print(f"skipped: {EVAL_ROOT} not found")
         return
@@ -73,8 +76,8 @@ def main() -> None:
         "rrf k=60 equal": {"method": "rrf", "w": {"sparse": 1.0, "dense": 1.0}},
         "rrf k=60 0.8/0.2": {"method": "rrf", "w": {"sparse": 0.8, "dense": 0.2}},
     }
-    for ws in (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3):
-        variants[f"weighted {ws:.1f}/{1 - ws:.1f}"] = {
+    for ws in (0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1):
+        variants[f"weighted {ws:g}/{round(1 - ws, 2):g}"] = {
             "method": "weighted",
             "w": {"sparse": ws, "dense": round(1 - ws, 2)},
         }
@@ -107,9 +110,16 @@ def main() -> None:
         lines.append(
             f"| {vname} | " + " | ".join(f"{x:.4f}" for x in vals) + f" | {sum(vals) / len(vals):.4f} |"
         )
+    lines.append("")
+    for s in sets:
+        best = max(table, key=lambda v: table[v][s])
+        single = max(table["sparse only"][s], table["dense only"][s])
+        lines.append(f"- {s}: best {best} ({table[best][s]:.4f}); best single leg {single:.4f}")
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.out.exists() and NOTES_MARKER in (old := args.out.read_text()):
+        text += "\n" + old[old.index(NOTES_MARKER) :]
     args.out.write_text(text)
     args.out.with_suffix(".json").write_text(json.dumps(table, indent=1))
 
