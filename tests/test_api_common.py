@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 
 from api.app import create_app
 from rag.settings import Settings
 from tests.answer_corpus import index_notes
+from tests.hashing_embedder import HashingEmbedder as _Hashing
 
 MODEL = "stub-model"
 QUESTION = "Which port does Ollama listen on?"
@@ -38,25 +37,9 @@ def api_settings(
     return settings
 
 
-class HashingEmbedder:
-    """Deterministic bag-of-words vectors (feature hashing): a real dense leg without a model."""
-
-    name = "api-hashing-64"
-    dim = 64
-
-    def _embed(self, texts: Sequence[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            for word in text.lower().split():
-                out[i, int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dim] += 1.0
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.where(norms == 0, 1.0, norms)
-
-    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self._embed(texts)
-
-    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
-        return self._embed(texts)
+def HashingEmbedder() -> _Hashing:
+    """A real dense leg without a model (see tests/hashing_embedder.py)."""
+    return _Hashing(64, "api-hashing-64")
 
 
 def wait_job(client: httpx.Client | Any, job_id: str, timeout: float = 20.0) -> dict[str, Any]:
