@@ -168,6 +168,8 @@ def search(query: str | None, k: int, mode: str, batch: Any, settings: Settings,
 
     if (query is None) == (batch is None):
         raise InputError("give either QUERY or --batch FILE", hint="see `rag search --help`")
+    if batch is None and settings.embedding.query_runtime == "auto":
+        settings.embedding.query_runtime = "numpy"  # one query: skip importing torch (cold start)
     with Engine.open(settings) as engine:
         retriever = engine.retriever(mode)  # type: ignore[arg-type]
         for warning in engine.warnings:

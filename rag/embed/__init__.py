@@ -45,6 +45,7 @@ def make_embedder(
     cache_dir: Path | None = None,
     prefixes: Prefixes | None = None,
     threads: int | None = None,
+    numpy_queries: bool = False,
     offline: bool = False,
 ) -> Embedder:
     """Build the embedder that ``spec`` names (table in the module docstring).
@@ -74,6 +75,7 @@ def make_embedder(
             batch_size=batch_size,
             prefixes=prefixes or E5_PREFIXES,
             threads=threads,
+            numpy_queries=numpy_queries,
         )
     if low in _USE:
         from rag.embed.use import USEEmbedder

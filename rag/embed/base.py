@@ -147,6 +147,11 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def nvidia_driver_present() -> bool:
+    """Whether an NVIDIA driver is loaded (Linux), checked without importing torch."""
+    return os.path.exists("/proc/driver/nvidia/version")
+
+
 def cpu_count() -> int:
     """CPU cores this process may run on (respects affinity masks and containers' cpusets)."""
     try:

@@ -44,6 +44,7 @@ from rag.embed.base import (
     import_optional,
     l2_normalize,
     length_sorted_batches,
+    nvidia_driver_present,
     resolve_device,
     set_torch_threads,
     variant_name,
@@ -370,6 +371,9 @@ def converted_dir_is_current(out_dir: Path, source: Path) -> bool:
 
 _SPACES = re.compile(" {2,}")
 _WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
+# Up to this many texts are embedded by the numpy forward pass on the CPU (a query, a few
+# queries): no torch import, a few ms each. Larger batches go through torch.
+NUMPY_MAX_TEXTS = 4
 
 
 class E5Embedder:
@@ -383,6 +387,9 @@ class E5Embedder:
 
     dim: int
     _model: Any
+    _config: dict[str, Any]
+    _state: dict[str, Any]
+    _np_state: dict[str, np.ndarray] | None
     _tokenizer: Any
     _max_positions: int
     _pad_id: int
@@ -401,12 +408,15 @@ class E5Embedder:
         threads: int | None = None,
         max_batch_tokens: int | None = None,
         source: Path | None = None,
+        numpy_queries: bool = False,
     ) -> None:
-        for module, package in (("torch", "torch"), ("sentencepiece", "sentencepiece")):
-            import_optional(module, package, "the e5-small embedder")
-        self.device = resolve_device(device)
-        if self.device == "cpu":
-            set_torch_threads(threads)
+        import_optional("sentencepiece", "sentencepiece", "the e5-small embedder")
+        # Without an NVIDIA driver "auto" means the CPU: decided without importing torch, so a
+        # single query can be embedded by the numpy forward pass alone (see _embed).
+        self.device = "cpu" if device == "auto" and not nvidia_driver_present() else resolve_device(device)
+        self._threads = threads
+        self._model = None
+        self.numpy_queries = numpy_queries
         self.batch_size = batch_size
         # On CPU, cap the padded tokens per batch so activation memory stays small (32 texts of 512
         # tokens hold ~0.4 GB of attention scores at once); GPUs take the whole batch.
@@ -434,35 +444,52 @@ class E5Embedder:
 
     # -- loading ---------------------------------------------------------
     def _build(self, config: dict[str, Any], state: dict[str, Any]) -> None:
+        from rag.embed.bert_numpy import prepare_state
+
+        self._config = config
+        self._state = {
+            k: v
+            for k, v in state.items()
+            if not k.startswith(("pooler.", "embeddings.position_ids", "embeddings.token_type_ids"))
+        }
+        self.dim = int(config["hidden_size"])
+        self._max_positions = int(config["max_position_embeddings"])
+        self._pad_id = int(config["pad_token_id"])
+        self._bos_id = int(config["bos_token_id"])
+        self._eos_id = int(config["eos_token_id"])
+        self._np_state = prepare_state(self._state) if self.device == "cpu" and self.numpy_queries else None
+        if self.device != "cpu":
+            self._torch_model()
+
+    def _torch_model(self) -> Any:
+        """The torch encoder, built on first use (batches of passages, or a GPU)."""
+        if self._model is not None:
+            return self._model
         torch = import_optional("torch", "torch", "the e5-small embedder")
         from rag.embed.bert import BertEncoder
 
         cpu = self.device == "cpu"
+        if cpu:
+            set_torch_threads(self._threads)
         weights = {}
-        for key, value in state.items():
-            if key.startswith(("pooler.", "embeddings.position_ids", "embeddings.token_type_ids")):
-                continue  # unused by mean pooling / rebuilt on the fly
+        for key, value in self._state.items():
             tensor = torch.as_tensor(value)
             # float16 on GPUs; float32 on CPU except the 96M-entry word table, which is only looked up
             half = not cpu or key == _WORD_EMBEDDINGS
             weights[key] = tensor.to(torch.float16 if half else torch.float32)
-        model = BertEncoder(config)  # storage-less until the real weights are assigned
+        model = BertEncoder(self._config)  # storage-less until the real weights are assigned
         missing, unexpected = model.load_state_dict(weights, strict=False, assign=True)
         if missing or unexpected:
             raise BackendError(
                 f"e5-small weights do not fit the encoder: missing {missing[:3]}, unexpected {unexpected[:3]}"
             )
         self._model = model.to(self.device).eval()
-        self.dim = int(config["hidden_size"])
-        self._max_positions = int(config["max_position_embeddings"])
-        self._pad_id = int(config["pad_token_id"])
-        self._bos_id = int(config["bos_token_id"])
-        self._eos_id = int(config["eos_token_id"])
+        return self._model
 
     def _load_dir(self, model_dir: Path) -> None:
         st = import_optional("safetensors", "safetensors", "the e5-small embedder")
         config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-        with st.safe_open(str(model_dir / "model.safetensors"), framework="pt") as fh:
+        with st.safe_open(str(model_dir / "model.safetensors"), framework="np") as fh:
             state = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118 (not a dict)
         self._build(config, state)
         del state
@@ -486,12 +513,15 @@ class E5Embedder:
         keep = self.max_length - 2
         return [[self._bos_id, *ids[:keep], self._eos_id] for ids in pieces]
 
-    def _embed(self, texts: Sequence[str], prefix: str) -> np.ndarray:
-        torch = import_optional("torch", "torch", "the e5-small embedder")
+    def _embed(self, texts: Sequence[str], prefix: str, *, numpy_ok: bool = False) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
         ids = self.tokenize([prefix + t for t in texts])
+        if numpy_ok and self._np_state is not None and len(texts) <= NUMPY_MAX_TEXTS:
+            return self._embed_numpy(ids)
+        torch = import_optional("torch", "torch", "the e5-small embedder")
+        model = self._torch_model()
         for batch in length_sorted_batches([len(x) for x in ids], self.batch_size, self.max_batch_tokens):
             width = max(len(ids[i]) for i in batch)
             input_ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
@@ -502,14 +532,28 @@ class E5Embedder:
             with torch.inference_mode():
                 ids_t = torch.from_numpy(input_ids).to(self.device)
                 mask_t = torch.from_numpy(mask).to(self.device)
-                hidden = self._model(ids_t, mask_t).float()
+                hidden = model(ids_t, mask_t).float()
                 m = mask_t.unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * m).sum(dim=1) / m.sum(dim=1)
             out[batch] = pooled.cpu().numpy()
         return l2_normalize(out)
 
+    def _embed_numpy(self, ids: list[list[int]]) -> np.ndarray:
+        from rag.embed.bert_numpy import encode
+
+        assert self._np_state is not None
+        width = max(len(x) for x in ids)
+        input_ids = np.full((len(ids), width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(ids), width), dtype=np.float32)
+        for row, x in enumerate(ids):
+            input_ids[row, : len(x)] = x
+            mask[row, : len(x)] = 1.0
+        hidden = encode(self._np_state, self._config, input_ids, mask)
+        pooled = (hidden * mask[:, :, None]).sum(axis=1) / mask.sum(axis=1, keepdims=True)
+        return l2_normalize(pooled.astype(np.float32))
+
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self._embed(texts, self.prefixes.query)
+        return self._embed(texts, self.prefixes.query, numpy_ok=self.numpy_queries and self._model is None)
 
     def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
         return self._embed(texts, self.prefixes.passage)

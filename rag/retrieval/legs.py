@@ -200,12 +200,17 @@ def dense_leg(
     embedder: Embedder | None = None,
     shard_number: int | None = None,
     replication_factor: int | None = None,
+    numpy_queries: bool = False,
 ) -> DenseLeg:
     from rag.embed import EmbeddingCache, make_embedder
     from rag.vectors import open_vector_store
 
     emb = embedder or make_embedder(
-        model, device=device, batch_size=batch_size, cache_dir=data_dir / "models"
+        model,
+        device=device,
+        batch_size=batch_size,
+        cache_dir=data_dir / "models",
+        numpy_queries=numpy_queries,
     )
     directory = data_dir / "dense"
     directory.mkdir(parents=True, exist_ok=True)
