@@ -236,20 +236,7 @@ def documents(settings: Settings, as_json: bool) -> None:
 
     with ChunkStore(settings.data_dir, create=False) as store:
         docs = store.documents()
-    rows = [
-        {
-            "doc_id": d.doc_id,
-            "source": d.source,
-            "path": d.path,
-            "format": d.format,
-            "pages": d.n_pages,
-            "chunks": d.n_chunks,
-            "encoding": d.encoding,
-            "notes": d.notes,
-            "ingested_at": d.ingested_at,
-        }
-        for d in docs
-    ]
+    rows = [d.listing() for d in docs]
     if as_json:
         emit_json({"documents": rows})
         return

@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rag.errors import StoreError, StoreLockedError
 from rag.models import Chunk
@@ -83,6 +84,20 @@ class DocumentRecord:
     notes: list[str] = field(default_factory=list)
     redactions: dict[str, int] = field(default_factory=dict)
     ingested_at: float = 0.0
+
+    def listing(self) -> dict[str, Any]:
+        """The row `rag documents --json` and ``GET /v1/documents`` show for this file."""
+        return {
+            "doc_id": self.doc_id,
+            "source": self.source,
+            "path": self.path,
+            "format": self.format,
+            "pages": self.n_pages,
+            "chunks": self.n_chunks,
+            "encoding": self.encoding,
+            "notes": self.notes,
+            "ingested_at": self.ingested_at,
+        }
 
 
 _DOC_COLUMNS = (

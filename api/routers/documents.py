@@ -26,18 +26,7 @@ DELETE_WAIT_S = 30.0
 
 def document_row(d: DocumentRecord, uploads: Path) -> dict[str, Any]:
     """One document as `rag documents --json` lists it, plus whether it was uploaded."""
-    return {
-        "doc_id": d.doc_id,
-        "source": d.source,
-        "path": d.path,
-        "format": d.format,
-        "pages": d.n_pages,
-        "chunks": d.n_chunks,
-        "encoding": d.encoding,
-        "notes": d.notes,
-        "ingested_at": d.ingested_at,
-        "uploaded": Path(d.path).parent == uploads.resolve(),
-    }
+    return {**d.listing(), "uploaded": Path(d.path).parent == uploads.resolve()}
 
 
 @router.get(

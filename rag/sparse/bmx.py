@@ -237,6 +237,21 @@ def _fsync_dir(path: Path) -> None:
 # ----------------------------------------------------------------------------- the index
 
 
+def upsert_batch(ids: Sequence[str], docs: Sequence[Sequence[str]]) -> dict[str, Sequence[str]]:
+    """``{id: tokens}`` of an upsert call, checked (string ids, token lists not strings); a
+    repeated id keeps its last token list."""
+    if len(ids) != len(docs):
+        raise InputError(f"upsert got {len(ids)} ids but {len(docs)} documents")
+    batch: dict[str, Sequence[str]] = {}
+    for doc_id, doc in zip(ids, docs, strict=True):
+        if not isinstance(doc_id, str):
+            raise InputError(f"document ids must be strings, got {type(doc_id).__name__}")
+        if isinstance(doc, str | bytes):
+            raise InputError(f"document {doc_id!r} must be a list of tokens, not a string")
+        batch[doc_id] = doc
+    return batch
+
+
 class BMXIndex:
     """An incremental BMX index over token lists, keyed by string ids.
 
@@ -313,15 +328,7 @@ class BMXIndex:
 
         A repeated id within one call keeps its last token list.
         """
-        if len(ids) != len(docs):
-            raise InputError(f"upsert got {len(ids)} ids but {len(docs)} documents")
-        batch: dict[str, Sequence[str]] = {}
-        for doc_id, doc in zip(ids, docs, strict=True):
-            if not isinstance(doc_id, str):
-                raise InputError(f"document ids must be strings, got {type(doc_id).__name__}")
-            if isinstance(doc, str | bytes):
-                raise InputError(f"document {doc_id!r} must be a list of tokens, not a string")
-            batch[doc_id] = doc
+        batch = upsert_batch(ids, docs)
         if not batch:
             return
         doc_ids = list(batch)

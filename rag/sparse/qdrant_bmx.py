@@ -85,6 +85,7 @@ from rag.sparse.bmx import (
     bmx_normalizer,
     bmx_query_entropies,
     bmx_term_scores,
+    upsert_batch,
 )
 from rag.vectors.base import point_id
 from rag.vectors.client import call_qdrant, is_local_client
@@ -515,18 +516,11 @@ class QdrantBMX:
 
         A repeated id within one call keeps its last token list.
         """
-        if len(ids) != len(docs):
-            raise InputError(f"upsert got {len(ids)} ids but {len(docs)} documents")
-        batch: dict[str, Sequence[str]] = {}
-        for doc_id, doc in zip(ids, docs, strict=True):
-            if not isinstance(doc_id, str):
-                raise InputError(f"document ids must be strings, got {type(doc_id).__name__}")
-            if isinstance(doc, str | bytes):
-                raise InputError(f"document {doc_id!r} must be a list of tokens, not a string")
+        batch = upsert_batch(ids, docs)
+        for doc in batch.values():
             bad = next((t for t in doc if not isinstance(t, str)), None)
             if bad is not None:
                 raise InputError(f"tokens must be strings, got {type(bad).__name__}")
-            batch[doc_id] = doc
         if not batch:
             return
         stats = self._recover(self.stats())
