@@ -297,17 +297,13 @@ def build_index(settings: Settings, texts: list[str]) -> tuple[Engine, float]:
             chunks = chunk_document(
                 doc, doc_id=doc_id, source=f"notes/{i:05d}.md", chunking=settings.chunking
             )
-            record = DocumentRecord(
+            record = DocumentRecord.for_text(
                 doc_id=doc_id,
-                path=f"/bench/notes/{i:05d}.md",
                 root="/bench",
                 source=f"notes/{i:05d}.md",
+                text=text,
                 format="markdown",
-                size=len(text),
-                mtime_ns=0,
-                content_hash=hashlib.sha256(text.encode()).hexdigest(),
                 pipeline="bench",
-                n_pages=None,
                 n_chunks=len(chunks),
             )
             tx.put_document(record, text, chunks)

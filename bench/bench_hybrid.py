@@ -203,17 +203,13 @@ def phase_build(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 gen_s += t1 - t0
                 chunk_s += time.perf_counter() - t1
-                record = DocumentRecord(
+                record = DocumentRecord.for_text(
                     doc_id=doc_id,
-                    path=f"/bench/{source}",
                     root="/bench",
                     source=source,
+                    text=text,
                     format="markdown",
-                    size=len(text),
-                    mtime_ns=0,
-                    content_hash=hashlib.sha256(text.encode()).hexdigest(),
                     pipeline="bench",
-                    n_pages=None,
                     n_chunks=len(chunks),
                 )
                 tx.put_document(record, text, chunks)

@@ -134,17 +134,13 @@ def _write_corpus(ds: BeirDataset, engine: Engine, settings: Settings, progress:
             doc_id = hashlib.blake2b(cid.encode(), digest_size=8).hexdigest()
             doc = ExtractedDocument(text=text, format="text")
             chunks = chunk_document(doc, doc_id=doc_id, source=cid, chunking=settings.chunking)
-            record = DocumentRecord(
+            record = DocumentRecord.for_text(
                 doc_id=doc_id,
-                path=f"{_eval_root(ds)}/{cid}",
                 root=_eval_root(ds),
                 source=cid,
+                text=text,
                 format="text",
-                size=len(text),
-                mtime_ns=0,
-                content_hash=hashlib.sha256(text.encode()).hexdigest(),
                 pipeline="eval",
-                n_pages=None,
                 n_chunks=len(chunks),
             )
             tx.put_document(record, text, chunks)

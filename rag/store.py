@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import sqlite3
@@ -84,6 +85,26 @@ class DocumentRecord:
     notes: list[str] = field(default_factory=list)
     redactions: dict[str, int] = field(default_factory=dict)
     ingested_at: float = 0.0
+
+    @classmethod
+    def for_text(
+        cls, *, doc_id: str, root: str, source: str, text: str, format: str, pipeline: str, n_chunks: int
+    ) -> DocumentRecord:
+        """The record of a text that did not come from a file on disk (an eval corpus entry, a
+        generated note): path ``root/source``, no mtime, content hash of ``text``."""
+        return cls(
+            doc_id=doc_id,
+            path=f"{root}/{source}",
+            root=root,
+            source=source,
+            format=format,
+            size=len(text),
+            mtime_ns=0,
+            content_hash=hashlib.sha256(text.encode()).hexdigest(),
+            pipeline=pipeline,
+            n_pages=None,
+            n_chunks=n_chunks,
+        )
 
     def listing(self) -> dict[str, Any]:
         """The row `rag documents --json` and ``GET /v1/documents`` show for this file."""
