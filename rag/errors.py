@@ -100,7 +100,9 @@ class StoreError(RagError):
 
 
 class StoreLockedError(StoreError):
-    hint = "another `rag ingest` is running on this data dir; wait for it or use another --data-dir"
+    """Another process holds a store of the data dir; opening it was refused, nothing was written."""
+
+    hint = "another process is using this data dir; wait for it to finish or use another --data-dir"
 
 
 class BackendError(RagError):

@@ -13,11 +13,24 @@ segment; :meth:`optimize` builds the HNSW graph over segments larger than the
 indexing threshold and merges small ones. :meth:`close` runs it when this
 handle wrote something, so a finished ingest leaves an indexed shard; segments
 below the threshold are searched exactly, which stays fast.
+
+One process at a time. ``EdgeShard.load`` opens (and repairs) the segments
+*before* it takes its own lock on the WAL directory: a second process that
+merely tried to open a shard held elsewhere used to replay the payload
+tracker's journal into ``tracker.dat`` and delete ``tracker_journal.dat``
+under the owner's feet, and the owner's next flush failed with "tracker journal
+... is shorter than expected". So a shard is never loaded unless this handle
+first holds an exclusive ``flock`` on ``<path>/.<collection>.lock`` (kept until
+:meth:`close`) and the shard's own WAL lock is free; otherwise opening raises
+:class:`~rag.errors.StoreLockedError` having written nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -71,6 +84,44 @@ def _stored_dim(shard_dir: Path) -> int | None:
         return None
 
 
+def _locked(shard: Path) -> StoreLockedError:
+    return StoreLockedError(
+        f"vector store {shard} is open in another process",
+        hint="the process that owns this data dir holds it; `rag` commands go through a running "
+        "`rag serve`, or wait for the other process to finish",
+    )
+
+
+def _hold(lock_path: Path, shard: Path) -> int:
+    """Take the exclusive open lock of a shard (non-blocking), or raise without touching it."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise _locked(shard) from None
+    return fd
+
+
+def _check_wal_free(shard: Path) -> None:
+    """Raise if a process (one that predates the open lock, say) holds the shard's WAL lock.
+
+    qdrant-edge takes ``flock(LOCK_EX)`` on the ``wal`` directory; probing it the same way and
+    letting go at once tells whether loading would collide, before anything is read or written.
+    """
+    wal = shard / "wal"
+    if not wal.is_dir():
+        return
+    fd = os.open(wal, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _locked(shard) from None
+    finally:
+        os.close(fd)
+
+
 class EdgeVectorStore:
     """:class:`~rag.vectors.base.VectorStore` on a ``qdrant_edge.EdgeShard``.
 
@@ -102,6 +153,7 @@ class EdgeVectorStore:
         self.hnsw_ef = hnsw_ef
         self._dirty = False
         self._closed = False
+        self._lock_fd: int | None = None
         edge = _edge()
         self._edge = edge
         config = edge.EdgeConfig(
@@ -111,7 +163,19 @@ class EdgeVectorStore:
             ),
             optimizers=edge.EdgeOptimizersConfig(indexing_threshold=indexing_threshold_kb),
         )
-        self._shard: qdrant_edge.EdgeShard = self._open(config)
+        self._lock_fd = _hold(Path(path) / f".{collection}.lock", self.path)
+        try:
+            _check_wal_free(self.path)
+            self._shard: qdrant_edge.EdgeShard = self._open(config)
+        except BaseException:
+            self._release()
+            raise
+
+    def _release(self) -> None:
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)  # closing the descriptor drops the flock
+            self._lock_fd = None
 
     def _open(self, config: Any) -> Any:
         exists = (self.path / _CONFIG_FILE).exists() or (self.path / "segments").exists()
@@ -133,7 +197,7 @@ class EdgeVectorStore:
     def _translate(self, exc: Exception) -> StoreError:
         msg = str(exc)
         if "WouldBlock" in msg:
-            return StoreLockedError(f"vector store {self.path} is open in another process")
+            return _locked(self.path)
         if "ncompatible" in msg:
             return StoreError(f"vector store {self.path} does not match: {msg}", hint=reindex_hint(self.path))
         return StoreError(f"vector store {self.path} is unusable: {msg}")
@@ -232,7 +296,10 @@ class EdgeVectorStore:
             self.flush()
         finally:
             self._closed = True
-            self._shard.close()
+            try:
+                self._shard.close()
+            finally:
+                self._release()
 
     def __enter__(self) -> EdgeVectorStore:
         return self
