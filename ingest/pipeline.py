@@ -7,6 +7,14 @@ folder are deleted. Each document is written whole inside a store transaction,
 so an interrupted run followed by a re-run ends in the same state as one
 uninterrupted run. Bad files never stop the run: they are reported in
 ``failed`` and any stale chunks of theirs are removed.
+
+Each document records the versions of the secret redactor and the encoding
+repair that produced its text. An index built before the redactor improved
+still holds what the old one missed, so a document whose versions are older
+than the running code's is re-processed even when its bytes did not change;
+the chunk store then empties its write-ahead log so the replaced text is gone
+from disk, not only from the tables. (Chunks whose text did not change keep
+their embeddings: the embedding cache is keyed by chunk text.)
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ingest import encoding as _encoding
+from ingest import secrets as _secrets
 from ingest.chunking import chunk_markdown, chunk_plain
 from ingest.encoding import decode_bytes
 from ingest.pdf import extract_pdf
@@ -49,6 +59,28 @@ def _hash(*parts: str | bytes, size: int = 8) -> str:
 def doc_id_for(path: Path) -> str:
     """Stable id of a document: a hash of its absolute path."""
     return _hash(str(path))
+
+
+def redactor_version() -> int:
+    """Version of the secret redactor's rules (1 before the redactor recorded one)."""
+    return int(getattr(_secrets, "REDACTOR_VERSION", 1))
+
+
+def repair_version() -> int:
+    """Version of the encoding detection and mojibake repair (1 before it recorded one)."""
+    return int(getattr(_encoding, "REPAIR_VERSION", 1))
+
+
+def versions_for(settings: IngestSettings, fmt: str) -> tuple[int, int]:
+    """``(redactor, repair)`` versions a document of format ``fmt`` gets now: 0 for a step that did not
+    run on it (no redaction with ``redact_secrets`` off; PDFs are not decoded by the repair)."""
+    return (redactor_version() if settings.redact_secrets else 0, 0 if fmt == "pdf" else repair_version())
+
+
+def is_outdated(record: DocumentRecord, settings: IngestSettings) -> bool:
+    """Whether ``record``'s text came from an older redactor or repair than the running code's."""
+    redactor, repair = versions_for(settings, record.format)
+    return record.redactor_version < redactor or record.repair_version < repair
 
 
 def pipeline_fingerprint(settings: Settings) -> str:
@@ -157,6 +189,7 @@ class IngestReport:
     documents: int = 0
     chunks: int = 0
     took_s: float = 0.0
+    reprocessed: int = 0  # of ``updated``: unchanged files re-read because their versions were older
     notes: list[dict[str, str]] = field(default_factory=list)
     redactions: dict[str, int] = field(default_factory=dict)
 
@@ -170,6 +203,7 @@ class IngestReport:
             "documents": self.documents,
             "chunks": self.chunks,
             "took_s": round(self.took_s, 3),
+            "reprocessed": self.reprocessed,
             "notes": self.notes,
             "redactions": self.redactions,
         }
@@ -269,6 +303,7 @@ def sync_paths(
     fingerprint = pipeline_fingerprint(settings)
     max_bytes = int(settings.ingest.max_file_mb * 1024 * 1024)
     store.acquire_writer_lock()
+    generation = store.generation()
     try:
         pending: list[Callable[[StoreWriter], object]] = []
         last_commit = time.monotonic()
@@ -297,7 +332,7 @@ def sync_paths(
             done += 1
             if progress:
                 progress(done, len(files), job.found.source)
-            _apply(job, outcome, existing[str(job.found.path)], fingerprint, report, pending)
+            _apply(job, outcome, existing[str(job.found.path)], fingerprint, settings.ingest, report, pending)
             flush()
         flush(force=True)
 
@@ -308,6 +343,8 @@ def sync_paths(
                     pending.append(functools.partial(StoreWriter.delete_document, doc_id=doc.doc_id))
                     report.deleted += 1
         flush(force=True)
+        if store.generation() != generation:
+            store.truncate_wal()  # replaced and deleted text leaves the disk now, not at some later checkpoint
         if progress:
             progress(len(files), len(files), "")
     finally:
@@ -341,7 +378,11 @@ def _plan(
         )
         _failed(found, err.one_line(), existing, report, pending)
         return None
-    same_pipeline = existing is not None and existing.pipeline == fingerprint
+    same_pipeline = (
+        existing is not None
+        and existing.pipeline == fingerprint
+        and not is_outdated(existing, settings.ingest)
+    )
     if (
         existing is not None
         and same_pipeline
@@ -365,6 +406,7 @@ def _apply(
     outcome: _Outcome,
     existing: DocumentRecord | None,
     fingerprint: str,
+    ingest: IngestSettings,
     report: IngestReport,
     pending: list[Callable[[StoreWriter], object]],
 ) -> None:
@@ -382,6 +424,7 @@ def _apply(
         _unchanged(existing, found, st, report, pending)
         return
     doc, chunks = outcome.doc, outcome.chunks or []
+    redactor, repair = versions_for(ingest, doc.format)
     record = DocumentRecord(
         doc_id=doc_id_for(found.path),
         path=str(found.path),
@@ -398,10 +441,14 @@ def _apply(
         notes=doc.notes,
         redactions=doc.redactions,
         ingested_at=time.time(),
+        redactor_version=redactor,
+        repair_version=repair,
     )
     pending.append(functools.partial(StoreWriter.put_document, doc=record, text=doc.text, chunks=chunks))
     if existing:
         report.updated += 1
+        if (existing.content_hash, existing.pipeline) == (outcome.content_hash, fingerprint):
+            report.reprocessed += 1  # same bytes, same settings: re-read for a newer redactor or repair
     else:
         report.added += 1
     for note in doc.notes:

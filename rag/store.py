@@ -10,6 +10,12 @@ derived index can tell cheaply whether it is in step with the store.
 
 Only one writer at a time: :meth:`ChunkStore.writer_lock` takes an exclusive
 ``flock`` on ``<data_dir>/.write.lock``. Readers never block (WAL snapshots).
+
+Deleted text must not linger: notes carry pasted credentials, and a document
+re-processed by a better redactor must lose what the old one missed. So the
+connection runs with ``secure_delete`` (freed cells and pages are zeroed, not
+left in free space) and :meth:`ChunkStore.truncate_wal` empties the
+write-ahead log, which otherwise keeps old page images until overwritten.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from typing import Any
 from rag.errors import StoreError, StoreLockedError
 from rag.models import Chunk
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # v2: per-document redactor and repair versions
 DB_NAME = "chunks.sqlite3"
 
 _SCHEMA = """
@@ -50,7 +56,9 @@ CREATE TABLE IF NOT EXISTS documents (
     notes        TEXT NOT NULL,          -- JSON list of strings
     redactions   TEXT NOT NULL,          -- JSON object kind -> count
     text         TEXT NOT NULL,          -- extracted (repaired, redacted) text, offsets point here
-    ingested_at  REAL NOT NULL
+    ingested_at  REAL NOT NULL,
+    redactor_version INTEGER NOT NULL DEFAULT 0,  -- secret redactor that cleaned text (0: none/unknown)
+    repair_version   INTEGER NOT NULL DEFAULT 0   -- encoding repair that produced text (0: unknown)
 );
 CREATE TABLE IF NOT EXISTS chunks (
     chunk_id     TEXT PRIMARY KEY,
@@ -85,6 +93,11 @@ class DocumentRecord:
     notes: list[str] = field(default_factory=list)
     redactions: dict[str, int] = field(default_factory=dict)
     ingested_at: float = 0.0
+    # Versions of the redactor and the encoding repair that produced the stored text; an ingest
+    # re-processes a document whose versions are older than the running code's (0 = unknown,
+    # e.g. a document stored before versions were recorded).
+    redactor_version: int = 0
+    repair_version: int = 0
 
     @classmethod
     def for_text(
@@ -118,12 +131,14 @@ class DocumentRecord:
             "encoding": self.encoding,
             "notes": self.notes,
             "ingested_at": self.ingested_at,
+            "redactor_version": self.redactor_version,
+            "repair_version": self.repair_version,
         }
 
 
 _DOC_COLUMNS = (
     "doc_id, path, root, source, format, size, mtime_ns, content_hash, pipeline, "
-    "n_pages, n_chunks, encoding, notes, redactions, ingested_at"
+    "n_pages, n_chunks, encoding, notes, redactions, ingested_at, redactor_version, repair_version"
 )
 
 
@@ -147,6 +162,8 @@ def _doc_from_row(row: sqlite3.Row | tuple) -> DocumentRecord:
         notes=json.loads(row[12]),
         redactions=json.loads(row[13]),
         ingested_at=row[14],
+        redactor_version=row[15],
+        repair_version=row[16],
     )
 
 
@@ -184,6 +201,7 @@ class ChunkStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA secure_delete=ON")  # deleted text is zeroed, not left in free pages
             self._init_schema()
         except sqlite3.DatabaseError as exc:
             raise StoreError(
@@ -200,11 +218,29 @@ class ChunkStore:
             if row is None:
                 self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 self._db.execute("INSERT INTO meta VALUES ('generation', '0')")
+            elif int(row[0]) == 1:
+                self._migrate_v1()
             elif int(row[0]) != SCHEMA_VERSION:
                 raise StoreError(
                     f"chunk store schema v{row[0]} is not supported (expected v{SCHEMA_VERSION})",
                     hint="re-ingest into a new --data-dir",
                 )
+
+    def _migrate_v1(self) -> None:
+        """v1 -> v2: add the version columns. Existing documents get version 0 (unknown), so the next
+        ingest re-processes them with the current redactor and repair."""
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(documents)")}
+        for col in ("redactor_version", "repair_version"):
+            if col not in cols:
+                self._db.execute(f"ALTER TABLE documents ADD COLUMN {col} INTEGER NOT NULL DEFAULT 0")
+        self._db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+
+    def truncate_wal(self) -> bool:
+        """Copy the write-ahead log into the database and truncate it to zero bytes, so the page
+        images of deleted rows it still holds are gone from disk. False when a reader's open
+        snapshot kept the log from being emptied (its frames are then overwritten later)."""
+        busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return not busy
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -326,7 +362,7 @@ class StoreWriter:
         """Insert or replace a document and all of its chunks."""
         self.delete_document(doc.doc_id)
         self._db.execute(
-            f"INSERT INTO documents ({_DOC_COLUMNS}, text) VALUES ({','.join('?' * 16)})",
+            f"INSERT INTO documents ({_DOC_COLUMNS}, text) VALUES ({','.join('?' * 18)})",
             (
                 doc.doc_id,
                 doc.path,
@@ -343,6 +379,8 @@ class StoreWriter:
                 json.dumps(doc.notes, ensure_ascii=False),
                 json.dumps(doc.redactions, sort_keys=True),
                 doc.ingested_at or time.time(),
+                doc.redactor_version,
+                doc.repair_version,
                 text,
             ),
         )

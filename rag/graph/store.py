@@ -86,6 +86,7 @@ class GraphStore:
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA secure_delete=ON")  # removed chunks' surfaces are zeroed on disk
             self._db.execute("PRAGMA cache_size=-65536")  # 64 MiB: edge upserts touch pages all over
             self._db.executescript(_SCHEMA)
             version = self.meta("schema_version")

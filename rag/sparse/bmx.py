@@ -713,9 +713,23 @@ class BMXIndex:
 
     # ------------------------------------------------------------------ persistence
 
+    def _saved_terms(self) -> list[str]:
+        """The vocabulary as saved: a term no live document holds (its documents were deleted or
+        re-processed, e.g. a password an older redactor missed) is written as a unique placeholder
+        instead of its text, so deleted text does not outlive its documents on disk. Such a term
+        can only be referenced by tombstones, so the loaded index scores exactly the same."""
+        df = self._df.view()
+        dead = np.flatnonzero(df[: len(self._terms)] <= 0)
+        if not dead.size:
+            return self._terms
+        terms = list(self._terms)
+        for t in dead.tolist():
+            terms[t] = f"\x00{t}"  # tokens never contain NUL, so placeholders cannot collide
+        return terms
+
     def _arrays(self) -> dict[str, np.ndarray]:
         ids_blob, ids_off = _encode_strings(self._slot_ids)
-        terms_blob, terms_off = _encode_strings(self._terms)
+        terms_blob, terms_off = _encode_strings(self._saved_terms())
         return {
             "doc_len": self._doc_len.view(),
             "alive": self._alive.view(),
