@@ -540,42 +540,350 @@ def resolve_citations(text: str, blocks: Sequence[ContextBlock], tokenize: Token
     return out
 
 
+# ----------------------------------------------------------------------------- extractive answers
+
+UnitKind = Literal["sentence", "line", "code"]
+Weigh = Callable[[str], float]
+
+_FENCE_RE = re.compile(r"^\s*(```+|~~~+)")
+_HEADING_RE = re.compile(r"^\s{0,3}#{1,6}(?:\s|$)")
+_BOLD_ONLY_RE = re.compile(r"^\s*(?:[-*+]\s+)?(\*\*|__)[^*_]+\1\s*[:：]?\s*$")
+_LIST_MARK_RE = re.compile(r"^\s*(?:[-*+]|\d{1,3}[.)、])\s+")
+_LABEL_RE = re.compile(r"^[^。！？!?；;.]{1,40}[:：]$")
+_TABLE_RULE_RE = re.compile(r"^\s*\|?\s*:?-{2,}:?\s*(?:\|\s*:?-{2,}:?\s*)*\|?\s*$")
+_URL_LINE_RE = re.compile(r"^(?:<)?(?:https?|ftp)://\S+$")
+_CODE_COMMENT_RE = re.compile(r"^\s*(?:#(?!!)|//|--\s)")
+_COMMANDS_TEXT = (
+    "docker podman kubectl helm pip pip3 uv conda python python3 git curl wget ollama ssh scp rsync "
+    "sudo apt apt-get yum dnf brew npm npx yarn pnpm node export set cd ls cp mv rm mkdir chmod chown "
+    "cat tail head grep find tar unzip systemctl service nvidia-smi make cmake go cargo rustc java "
+    "mvn gradle huggingface-cli hf vllm rag uvicorn gunicorn nohup screen tmux source echo ps kill "
+    "netstat lsof ss top htop du df free mount ln touch vim nano sed awk xargs"
+)
+_COMMANDS = frozenset(_COMMANDS_TEXT.split())
+# Han, kana, Hangul (question words and prose); a line with none of them may be a command.
+_CJK_TEXT_RE = re.compile(f"[{_HAN}\u3040-\u30ff\uac00-\ud7af]")
+# Sentence ends: CJK ones always; ASCII ones only before a blank or the end of the line (not in
+# a URL's query string, a version number or ``a;b``); ". " only after a lower-case letter or digit.
+_STOP_RE = re.compile(r"[。！？；]+[”’」』）)]*|[!?;]+(?=\s|$)|(?<=[a-z0-9\)\"'’”])\.(?=\s+[A-Z\"“(\d])")
+_HOWTO_RE = re.compile(
+    r"怎么|怎样|如何|命令|启动|安装|运行|配置|设置|执行|部署|脚本|写法|用法|代码|镜像|地址|端口|"
+    r"\bhow\b|\bcommand|\binstall|\brun\b|\bstart|\bconfigur|\bset ?up\b|\bsyntax\b|\bcode\b",
+    re.IGNORECASE,
+)
+EXTRACT_CHARS = 600
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """A span of a block that can be quoted whole: a prose sentence, a whole line (a command, a
+    table row, a URL, a label with what follows it), or lines of a fenced code block.
+
+    ``context`` is the heading, bold line or code comment the unit sits under: it tells what the
+    unit is about (a command under ``## 用 GPU 启动 Ollama``) but is never quoted on its own.
+    """
+
+    start: int
+    end: int
+    kind: UnitKind
+    context: str = ""
+
+
+def _is_command_line(line: str) -> bool:
+    """A line with no CJK text whose first word is a well-known command, or that starts with a
+    shell prompt: quoted whole, never split at ``;`` or ``.``."""
+    bare = _LIST_MARK_RE.sub("", line).strip().strip("`")
+    if bare.startswith(("$ ", "# ", "> ")) and len(bare) > 2 and not _HEADING_RE.match(line):
+        bare = bare[2:].lstrip()
+    if not bare or _CJK_TEXT_RE.search(bare):
+        return False
+    first = bare.split(maxsplit=1)[0].lower()
+    return first in _COMMANDS or bool(re.match(r"^[A-Z_][A-Z0-9_]*=\S", bare))
+
+
+def _prose_units(text: str, a: int, b: int) -> list[tuple[int, int]]:
+    """Sentence spans of ``text[a:b]`` (one line), never cutting inside backtick code."""
+    line = text[a:b]
+    code = code_spans(line)
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for m in _STOP_RE.finditer(line):
+        if any(cs <= m.start() < ce for cs, ce in code):
+            continue
+        spans.append((start, m.end()))
+        start = m.end()
+    spans.append((start, len(line)))
+    out = []
+    for s, e in spans:
+        seg = line[s:e]
+        s += len(seg) - len(seg.lstrip())
+        e -= len(seg) - len(seg.rstrip())
+        if e > s:
+            out.append((a + s, a + e))
+    return out
+
+
+def _heading_text(line: str) -> str:
+    return line.strip().lstrip("#").strip().strip("*_").strip()
+
+
+def answer_units(text: str) -> list[Unit]:
+    """Split a chunk into the units an extractive answer may quote, in text order.
+
+    Why not plain sentences: in notes the answer is often a command or a value on its own line,
+    and a sentence splitter cuts ``docker run ...; echo ok`` at ``;`` and quotes ``国内镜像：``
+    without the URL under it. So: headings and bold-only lines are never units (they become the
+    ``context`` of what follows); a label ending in ``:``/``：`` is joined to the next line; a
+    line that is a command, URL or table row is one unit; a fenced code block is one unit when
+    short (at most 6 lines, 400 characters), else one unit per line, a comment line joined to
+    the line after it and ``\\`` continuations kept together; prose is cut into sentences.
+    """
+    units: list[Unit] = []
+    heading, bold = "", ""
+    label: int | None = None  # start of a pending label line
+    lines: list[tuple[int, int]] = []
+    pos = 0
+    for raw in text.splitlines(keepends=True):
+        body = raw.rstrip("\r\n")
+        lines.append((pos, pos + len(body)))
+        pos += len(raw)
+    i = 0
+    while i < len(lines):
+        a, b = lines[i]
+        line = text[a:b]
+        context = f"{heading} {bold}".strip()
+        stripped = line.strip()
+        fence = _FENCE_RE.match(line)
+        if fence:
+            mark = fence.group(1)[0] * 3
+            j = i + 1
+            while j < len(lines) and not text[lines[j][0] : lines[j][1]].lstrip().startswith(mark):
+                j += 1
+            units.extend(_code_units(text, lines[i + 1 : j], label_start=label, context=context))
+            label = None
+            i = j + 1
+            continue
+        i += 1
+        if not stripped:
+            continue
+        if _HEADING_RE.match(line):
+            heading, bold, label = _heading_text(line), "", None
+            continue
+        if _BOLD_ONLY_RE.match(line):
+            bold, label = _heading_text(line).rstrip(":："), None
+            continue
+        if _TABLE_RULE_RE.match(line):
+            continue
+        bare = _LIST_MARK_RE.sub("", stripped)
+        if _LABEL_RE.match(bare) and not _is_command_line(bare):
+            if label is None:
+                label = a + (len(line) - len(line.lstrip()))
+            continue
+        start = a + (len(line) - len(line.lstrip())) if label is None else label
+        end = a + len(line.rstrip())
+        if label is not None or _is_command_line(line) or _URL_LINE_RE.match(bare) or bare.startswith("|"):
+            units.append(Unit(start, end, "line", context))
+        else:
+            spans = _prose_units(text, a, b)
+            units.extend(Unit(s, e, "sentence", context) for s, e in spans)
+        label = None
+    return units
+
+
+def _code_units(
+    text: str, lines: Sequence[tuple[int, int]], *, label_start: int | None, context: str
+) -> list[Unit]:
+    body = [(a, b) for a, b in lines if text[a:b].strip()]
+    if not body:
+        return []
+    first = body[0][0] + len(text[body[0][0] : body[0][1]]) - len(text[body[0][0] : body[0][1]].lstrip())
+    size = body[-1][1] - first
+    if len(body) <= 6 and size <= 400:
+        return [Unit(first, body[-1][1], "code", context)]
+    out: list[Unit] = []
+    pending: int | None = None  # start of a comment line or a continued line
+    for a, b in body:
+        line = text[a:b]
+        s = a + len(line) - len(line.lstrip())
+        if pending is None:
+            pending = s
+        if _CODE_COMMENT_RE.match(line) or line.rstrip().endswith("\\"):
+            continue
+        out.append(Unit(pending, b, "code", context))
+        pending = None
+    if pending is not None:
+        out.append(Unit(pending, body[-1][1], "code", context))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Extract:
+    """One quoted unit of an extractive answer, with the score that chose it."""
+
+    block: ContextBlock
+    unit: Unit
+    score: float
+
+    @property
+    def text(self) -> str:
+        return self.block.text[self.unit.start : self.unit.end]
+
+
+def _weights(terms: set[str], weigh: Weigh | None) -> dict[str, float]:
+    return {t: (weigh(t) if weigh is not None else 1.0) for t in terms}
+
+
+def _wants_code(question: str) -> bool:
+    return bool(_HOWTO_RE.search(question))
+
+
+# A block's prior, by rank: the top hit is the likeliest home of the answer (retrieval ranked it
+# first) and among near-ties a sentence from it wins. Measured in bench/bench_extractive.py.
+RANK_PRIOR = (1.0, 0.85, 0.75, 0.7, 0.65, 0.6)
+
+
+def score_units(
+    question: str,
+    blocks: Sequence[ContextBlock],
+    tokenize: Tokenize,
+    weigh: Weigh | None = None,
+) -> list[Extract]:
+    """Every quotable unit of ``blocks`` scored for ``question``, best first.
+
+    A unit's relevance is the idf-weighted share of the question's terms it holds (``weigh``
+    gives a term's weight, e.g. its BMX idf; all 1 when None), plus half the share held by the
+    unit together with its context (heading path, the heading or comment it sits under): a
+    command under ``## 用 GPU 启动 Ollama`` answers a question about starting Ollama on a GPU
+    even though the command line itself says neither 启动 nor GPU. A code or command unit
+    gets a bonus when the question asks how to do something; a long unit pays a mild length
+    penalty; a unit that only repeats the question, or ends in a question mark, is discounted
+    (note headings are often questions). The block's rank prior multiplies the result.
+    """
+    q_terms = set(tokenize(question))
+    if not q_terms:
+        return []
+    weights = _weights(q_terms, weigh)
+    total = sum(weights.values()) or 1.0
+    howto = _wants_code(question)
+    out: list[Extract] = []
+    seen: set[str] = set()
+    for rank, block in enumerate(blocks):
+        prior = RANK_PRIOR[min(rank, len(RANK_PRIOR) - 1)]
+        path_terms = set(tokenize(block.hit.chunk.heading))
+        for unit in answer_units(block.text):
+            text = block.text[unit.start : unit.end]
+            key = " ".join(text.split())
+            if key in seen:
+                continue
+            seen.add(key)
+            own = set(tokenize(text))
+            if not own:
+                continue
+            near = own | path_terms | set(tokenize(unit.context))
+            rel = sum(w for t, w in weights.items() if t in own) / total
+            ctx = sum(w for t, w in weights.items() if t in near) / total
+            if own <= q_terms and rel >= 0.5:
+                continue  # the line only repeats the question
+            score = rel + 0.5 * ctx
+            if unit.kind != "sentence" and howto:
+                score += 0.25 * ctx
+            score /= (1.0 + len(own) / 60.0) ** 0.5
+            if key.endswith(("?", "？")):
+                score *= 0.5
+            out.append(Extract(block, unit, score * prior))
+    out.sort(key=lambda e: (-e.score, e.block.n, e.unit.start))
+    return out
+
+
+def pick_extracts(
+    scored: Sequence[Extract], n: int = EXTRACTIVE_SENTENCES, ratio: float = 0.5
+) -> list[Extract]:
+    """The best ``n`` units, keeping only those scoring at least ``ratio`` of the best one (a
+    weak third sentence is noise, not help); the first unit of the first block when none scores."""
+    if not scored:
+        return []
+    best = scored[0].score
+    if best <= 0:
+        return [min(scored, key=lambda e: (e.block.n, e.unit.start))]
+    return [e for e in scored if e.score >= ratio * best][:n]
+
+
+def _render_extract(e: Extract) -> str:
+    text = e.text
+    if e.unit.kind == "code" and "\n" in text.strip():
+        return f"- [{e.block.n}]\n```\n{text.strip()}\n```"
+    if e.unit.kind != "sentence" and "`" not in text and _is_command_line(text):
+        return f"- `{text.strip()}` [{e.block.n}]"
+    limit = EXTRACT_CHARS if e.unit.kind == "sentence" else 2 * EXTRACT_CHARS
+    return f"- {shorten(text, limit)} [{e.block.n}]"
+
+
 def extractive_text(
-    question: str, blocks: Sequence[ContextBlock], tokenize: Tokenize, language: Language
+    question: str,
+    blocks: Sequence[ContextBlock],
+    tokenize: Tokenize,
+    language: Language,
+    weigh: Weigh | None = None,
 ) -> tuple[str, list[Citation]]:
-    """The best sentences of the first blocks for ``question``, each cited, under a label."""
-    wanted = set(tokenize(question))
-    scored: list[tuple[float, int, int, ContextBlock, tuple[int, int]]] = []
-    for block in blocks[:EXTRACTIVE_CHUNKS]:
-        for pos, span in enumerate(split_sentences(block.text)):
-            sentence = block.text[span[0] : span[1]]
-            if _is_heading(sentence) or len(sentence.strip()) < 4:
-                continue  # a heading line: the block's heading path says it already
-            score = _overlap_score(wanted, tokenize(sentence))
-            scored.append((score, block.n, pos, block, span))
-    scored.sort(key=lambda t: (-t[0], t[1], t[2]))
-    picked = [s for s in scored if s[0] > 0][:EXTRACTIVE_SENTENCES] or scored[:1]
+    """The units of the first blocks that best answer ``question`` (:func:`score_units`), each
+    cited, under a label saying that no model wrote them."""
+    picked = pick_extracts(score_units(question, blocks[:EXTRACTIVE_CHUNKS], tokenize, weigh))
     lines = [EXTRACTIVE_LABEL[language]]
     citations: dict[int, Citation] = {}
-    for _, n, _, block, (a, b) in picked:
-        quote = shorten(block.text[a:b], 400)
-        lines.append(f"- {quote} [{n}]")
+    for e in picked:
+        lines.append(_render_extract(e))
+        n = e.block.n
         if n not in citations:
-            c = block.hit.chunk
-            citations[n] = Citation(n, c.chunk_id, c.source, c.page, c.heading, shorten(block.text[a:b]))
+            c = e.block.hit.chunk
+            citations[n] = Citation(n, c.chunk_id, c.source, c.page, c.heading, shorten(e.text))
     return "\n".join(lines), list(citations.values())
 
 
-def _sparse_view(engine: Engine) -> tuple[Tokenize, int]:
-    """The sparse leg's tokenizer and chunk count (the inputs of :func:`evidence_score`)."""
+@dataclass(frozen=True, slots=True)
+class CorpusView:
+    """What the answer path reads from the sparse index: its tokenizer, its chunk count and each
+    term's document frequency (``df`` None when the index cannot say)."""
+
+    tokenize: Tokenize
+    n_docs: int
+    df: Callable[[str], int] | None = None
+
+    def idf(self, term: str) -> float:
+        """BMX idf of ``term`` (arXiv:2408.06643, eq. 2); a term the corpus lacks gets the
+        largest idf (df = 0), 1.0 for every term when document frequencies are unknown."""
+        if self.df is None or self.n_docs <= 0:
+            return 1.0
+        d = self.df(term)
+        return math.log1p((self.n_docs - d + 0.5) / (d + 0.5))
+
+
+def _index_df(index: object) -> Callable[[str], int] | None:
+    """Document frequency of a term in a :class:`rag.sparse.bmx.BMXIndex` (live chunks only),
+    read from its term table; None for an index without one."""
+    vocab = getattr(index, "_vocab", None)
+    table = getattr(index, "_df", None)
+    if vocab is None or table is None or not hasattr(table, "buf"):
+        return None
+
+    def df(term: str) -> int:
+        t = vocab.get(term)
+        if t is None or t >= table.n:
+            return 0
+        return int(table.buf[t])
+
+    return df
+
+
+def corpus_view(engine: Engine) -> CorpusView:
+    """The sparse leg's tokenizer, chunk count and document frequencies."""
     from rag.retrieval.legs import SparseLeg
 
     leg = engine.leg("sparse")
     if isinstance(leg, SparseLeg):
-        return leg.tokenizer, len(leg.index)
+        return CorpusView(leg.tokenizer, len(leg.index), _index_df(leg.index))
     from rag.sparse.tokenize import Tokenizer
 
-    return Tokenizer(), engine.store.count_chunks()
+    return CorpusView(Tokenizer(), engine.store.count_chunks())
 
 
 def is_refusal(text: str) -> bool:
@@ -614,9 +922,10 @@ def answer_stream(
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     hits = engine.search(question, k or cfg.k, "hybrid")
-    tokenize, n_docs = _sparse_view(engine)
+    view = corpus_view(engine)
+    tokenize = view.tokenize
     n_tokens = len(tokenize(question))
-    evidence = max((evidence_score(h.scores.get("sparse"), n_tokens, n_docs) for h in hits), default=0.0)
+    evidence = max((evidence_score(h.scores.get("sparse"), n_tokens, view.n_docs) for h in hits), default=0.0)
     timings["retrieval"] = (time.perf_counter() - t0) * 1000
     language = detect_language(question)
     threshold = DEFAULT_MIN_EVIDENCE if cfg.min_evidence is None else cfg.min_evidence
@@ -655,7 +964,7 @@ def answer_stream(
     def extractive(note: str | None) -> Iterator[Event]:
         ts = time.perf_counter()
         blocks = [ContextBlock(i, h, h.chunk.text) for i, h in enumerate(hits, start=1)]
-        text, citations = extractive_text(question, blocks, tokenize, language)
+        text, citations = extractive_text(question, blocks, tokenize, language, view.idf)
         timings["extract"] = (time.perf_counter() - ts) * 1000
         yield TokenEvent(text)
         yield from finish(text, "extractive", citations, blocks, note=note)
