@@ -7,7 +7,8 @@ server. Replies are scripted (:class:`Script`) or come from a real model
 package, on CUDA when torch sees a GPU, else on the CPU).
 
 Ollama endpoints: ``POST /api/chat`` (NDJSON stream), ``POST /api/show``,
-``GET /api/tags``, ``GET /api/version``. OpenAI endpoints: ``POST
+``GET /api/tags``, ``GET /api/version``, ``POST /api/pull`` (NDJSON progress; the
+model is then served), ``POST /api/embed`` (:func:`stub_vector` of each input). OpenAI endpoints: ``POST
 /v1/chat/completions`` (server-sent events), ``GET /v1/models``.
 """
 
@@ -218,6 +219,15 @@ class _Handler(BaseHTTPRequestHandler):
                 params += f"\nnum_ctx {self.owner.modelfile_num_ctx}"
             info = {"general.architecture": "llama", "llama.context_length": self.owner.models[model]}
             self._json(200, {"parameters": params, "model_info": info, "details": {"format": "gguf"}})
+        elif self.path == "/api/pull":
+            self._pull(model)
+        elif self.path == "/api/embed":
+            if model not in self.owner.models:
+                self._json(404, {"error": f'model "{model}" not found, try pulling it first'})
+                return
+            inputs = (body or {}).get("input", [])
+            texts = [inputs] if isinstance(inputs, str) else list(inputs)
+            self._json(200, {"model": model, "embeddings": [stub_vector(t) for t in texts]})
         elif self.path in ("/api/chat", "/v1/chat/completions"):
             openai = self.path.startswith("/v1/")
             if model not in self.owner.models:
@@ -233,6 +243,22 @@ class _Handler(BaseHTTPRequestHandler):
             self._chat(body or {}, openai=openai)
         else:
             self._text(404, "404 page not found")
+
+    def _pull(self, model: str) -> None:
+        if model.startswith("missing"):
+            self._json(500, {"error": "pull model manifest: file does not exist"})
+            return
+        self._start_stream("application/x-ndjson")
+        lines: list[dict[str, Any]] = [{"status": "pulling manifest"}]
+        lines += [
+            {"status": "pulling 1f2e", "digest": "sha256:1f2e", "total": 100, "completed": c}
+            for c in (40, 100)
+        ]
+        lines.append({"status": "success"})
+        for line in lines:
+            self._chunk(json.dumps(line).encode() + b"\n")
+        self._end_stream()
+        self.owner.models.setdefault(model, 4096)
 
     def _chat(self, body: dict[str, Any], *, openai: bool) -> None:
         reply = self.owner.responder(body)
@@ -332,6 +358,11 @@ def _error_line(message: str, openai: bool) -> bytes:
     if openai:
         return b"data: " + json.dumps({"error": {"message": message}}).encode() + b"\n\n"
     return json.dumps({"error": message}).encode() + b"\n"
+
+
+def stub_vector(text: str) -> list[float]:
+    """The stub's embedding of ``text``: its length, its count of spaces, and 1.0."""
+    return [float(len(text)), float(text.count(" ")), 1.0]
 
 
 def closed_port() -> int:

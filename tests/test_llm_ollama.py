@@ -1,4 +1,4 @@
-"""The Ollama adapter over real HTTP against a scripted Ollama-compatible server."""
+"""The Ollama adapter (the official ``ollama`` client) over real HTTP against a scripted Ollama-compatible server."""
 
 from __future__ import annotations
 
@@ -123,10 +123,10 @@ def test_parse_show_context_and_choice() -> None:
     assert choose_num_ctx(None, None, 8192) == 4096
 
 
-def test_version_and_tags(stub: LLMStub) -> None:
+def test_list_models(stub: LLMStub) -> None:
     llm = make(stub.url)
-    assert llm.version() == "0.0.0-stub"
     assert llm.list_models() == [MODEL, "small:1b"]
+    assert [r.path for r in stub.requests] == ["/api/tags"]
 
 
 def test_thinking_lines_are_not_answer_text() -> None:
@@ -292,3 +292,53 @@ def test_stopping_early_releases_the_stream_quickly() -> None:
         assert time.monotonic() - t0 < 1.0
         s.responder = lambda body: Script(tokens=["again"])
         assert collect(llm) == ["again"]
+
+
+# -- pull, embed and constrained output -----------------------------------------------------------
+
+
+def test_pull_reports_progress_and_the_model_is_then_served(stub: LLMStub) -> None:
+    llm = make(stub.url, model="llama3.2:1b")
+    seen: list[tuple[str, int, int]] = []
+    llm.pull(progress=lambda status, done, total: seen.append((status, done, total)))
+    assert seen[0] == ("pulling manifest", 0, 0)
+    assert ("pulling 1f2e", 40, 100) in seen and seen[-1][0] == "success"
+    assert "llama3.2:1b" in llm.list_models()
+
+
+def test_pull_failure_is_one_line(stub: LLMStub) -> None:
+    with pytest.raises(LLMStreamError) as err:
+        make(stub.url).pull("missing:7b")
+    assert err.value.one_line() == "Ollama replied HTTP 500: pull model manifest: file does not exist"
+
+
+def test_embed_returns_one_vector_per_text(stub: LLMStub) -> None:
+    llm = make(stub.url)
+    assert llm.embed(["a b", "ollama"]) == [[3.0, 1.0, 1.0], [6.0, 0.0, 1.0]]
+    body = stub.requests[-1].body
+    assert body is not None and body["input"] == ["a b", "ollama"] and body["model"] == MODEL
+
+
+def test_embed_with_a_model_not_pulled(stub: LLMStub) -> None:
+    with pytest.raises(ModelNotFoundError) as err:
+        make(stub.url).embed(["x"], model="nomic-embed-text")
+    assert err.value.one_line() == (
+        f"model nomic-embed-text is not pulled on the Ollama server at {stub.url} "
+        "(run `ollama pull nomic-embed-text`)"
+    )
+
+
+def test_embed_on_a_closed_port_is_unavailable() -> None:
+    with pytest.raises(LLMUnavailableError, match="cannot reach Ollama"):
+        make(f"http://127.0.0.1:{closed_port()}").embed(["x"])
+
+
+def test_format_is_sent_with_every_chat(stub: LLMStub) -> None:
+    schema = {"type": "object", "properties": {"port": {"type": "integer"}}}
+    llm = OllamaLLM(
+        LLMSettings.model_validate({"url": stub.url, "model": MODEL, "retries": 0}), format=schema
+    )
+    _OPEN.append(llm)
+    collect(llm)
+    body = stub.chats()[0].body
+    assert body is not None and body["format"] == schema

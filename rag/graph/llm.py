@@ -21,8 +21,6 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from rag.errors import ConfigError, LLMError, LLMStreamError, LLMTimeoutError
 from rag.graph.extract import Mention, is_junk
 from rag.graph.normalize import AliasTable, normalize, normalize_key
@@ -34,7 +32,6 @@ if TYPE_CHECKING:
 __all__ = [
     "ENTITY_SCHEMA",
     "PROMPT_VERSION",
-    "JsonFormatTransport",
     "LLMExtractor",
     "build_messages",
     "merge_llm_entities",
@@ -124,32 +121,6 @@ def merge_llm_entities(
     return out
 
 
-class JsonFormatTransport(httpx.BaseTransport):
-    """Adds Ollama's ``format`` (a JSON schema: constrained decoding) to every ``/api/chat`` request,
-    and sends it on unchanged otherwise. The adapter's timeouts, retries and errors apply as usual."""
-
-    def __init__(self, schema: dict[str, Any], inner: httpx.BaseTransport | None = None) -> None:
-        self.schema = schema
-        self.inner = inner or httpx.HTTPTransport()
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "POST" and request.url.path.endswith("/api/chat"):
-            body = json.loads(request.read() or b"{}")
-            body["format"] = self.schema
-            headers = [
-                (k, v)
-                for k, v in request.headers.raw
-                if k.lower() not in (b"content-length", b"content-type")
-            ]
-            request = httpx.Request(
-                request.method, request.url, headers=headers, json=body, extensions=request.extensions
-            )
-        return self.inner.handle_request(request)
-
-    def close(self) -> None:
-        self.inner.close()
-
-
 class LLMExtractor:
     """Asks the configured model for a chunk's entities, within ``timeout_s`` per chunk."""
 
@@ -176,7 +147,7 @@ class LLMExtractor:
             if self.settings.backend == "ollama":
                 from rag.llm.ollama import OllamaLLM
 
-                self._llm = OllamaLLM(self.settings, transport=JsonFormatTransport(ENTITY_SCHEMA))
+                self._llm = OllamaLLM(self.settings, format=ENTITY_SCHEMA)  # constrained decoding
             else:
                 from rag.llm import make_llm
 

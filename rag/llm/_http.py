@@ -9,6 +9,12 @@ gives up or stops early, the reader is told to stop and its socket is shut
 down, so no thread stays blocked on a dead server for longer than the
 first-token timeout.
 
+The reader is the seam: :class:`HTTPLineReader` sends an httpx request and
+queues its lines (the OpenAI-compatible adapter); the Ollama adapter's reader
+iterates the official ``ollama`` client's stream and queues its parts. Both
+go through :func:`stream_lines`, so the timeouts, retries and error messages
+are the same whichever client speaks the protocol.
+
 Lines are split on ``\\n`` only (NDJSON and SSE both use it): ``str.splitlines``
 would also split inside a JSON string holding U+0085 or U+2028.
 """
@@ -38,7 +44,7 @@ class Done(str):
 DONE = Done("")
 # What a backend's line parser returns: text (possibly "") for a line that carries model
 # output or shows the model is generating, None for a line to skip, a Done at the end.
-LineParser = Callable[[str], str | None]
+LineParser = Callable[[Any], str | None]
 # Maps an HTTP error reply (status, body text) to the exception to raise.
 StatusMapper = Callable[[int, str], LLMError]
 
@@ -80,44 +86,34 @@ class Timeouts:
         return httpx.Timeout(connect=self.connect, read=backstop, write=self.connect, pool=self.connect)
 
 
-class _Reader(threading.Thread):
-    """Sends one request and puts ``(kind, payload)`` items on a queue:
-    ``("status", (code, body))``, ``("line", str)``, ``("end", None)`` or ``("exc", exception)``."""
+class StreamReader(threading.Thread):
+    """Runs one streamed request in a thread and puts ``(kind, payload)`` items on a queue:
+    ``("status", (code, body))``, ``("line", payload)``, ``("end", None)`` or ``("exc", exception)``.
+    A subclass's :meth:`produce` sends the request, calls :meth:`attach` with the response as
+    soon as it has one (so :meth:`stop` can shut its socket down) and checks :attr:`stopping`
+    between items."""
 
-    def __init__(self, client: httpx.Client, request: httpx.Request) -> None:
+    def __init__(self) -> None:
         super().__init__(name="llm-stream", daemon=True)
-        self.client = client
-        self.request = request
         self.items: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._stop_event = threading.Event()
         self._response: httpx.Response | None = None
         self._lock = threading.Lock()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop_event.is_set()
+
+    def attach(self, response: httpx.Response) -> None:
+        with self._lock:
+            self._response = response
+
+    def produce(self) -> None:
+        raise NotImplementedError
+
     def run(self) -> None:
         try:
-            response = self.client.send(self.request, stream=True)
-            with self._lock:
-                self._response = response
-            try:
-                if self._stop_event.is_set():
-                    return
-                if response.status_code >= 400:
-                    response.read()
-                    self.items.put(("status", (response.status_code, response.text)))
-                    return
-                pending = b""
-                for data in response.iter_raw():
-                    if self._stop_event.is_set():
-                        return
-                    pending += data
-                    *lines, pending = pending.split(b"\n")
-                    for raw in lines:
-                        self.items.put(("line", raw.decode("utf-8", errors="replace").rstrip("\r")))
-                if pending.strip():
-                    self.items.put(("line", pending.decode("utf-8", errors="replace").rstrip("\r")))
-                self.items.put(("end", None))
-            finally:
-                response.close()
+            self.produce()
         except Exception as exc:  # handed to the caller's thread
             self.items.put(("exc", exc))
 
@@ -138,9 +134,41 @@ class _Reader(threading.Thread):
         return True
 
 
+class HTTPLineReader(StreamReader):
+    """Sends one httpx request and puts its body's lines (``str``) on the queue."""
+
+    def __init__(self, client: httpx.Client, request: httpx.Request) -> None:
+        super().__init__()
+        self.client = client
+        self.request = request
+
+    def produce(self) -> None:
+        response = self.client.send(self.request, stream=True)
+        self.attach(response)
+        try:
+            if self.stopping:
+                return
+            if response.status_code >= 400:
+                response.read()
+                self.items.put(("status", (response.status_code, response.text)))
+                return
+            pending = b""
+            for data in response.iter_raw():
+                if self.stopping:
+                    return
+                pending += data
+                *lines, pending = pending.split(b"\n")
+                for raw in lines:
+                    self.items.put(("line", raw.decode("utf-8", errors="replace").rstrip("\r")))
+            if pending.strip():
+                self.items.put(("line", pending.decode("utf-8", errors="replace").rstrip("\r")))
+            self.items.put(("end", None))
+        finally:
+            response.close()
+
+
 def stream_lines(
-    client: httpx.Client,
-    build_request: Callable[[], httpx.Request],
+    open_reader: Callable[[], StreamReader],
     parse_line: LineParser,
     *,
     timeouts: Timeouts,
@@ -150,11 +178,12 @@ def stream_lines(
     map_status: StatusMapper,
     what: str,
 ) -> Iterator[str]:
-    """Yield the text that ``parse_line`` extracts from each streamed line, with the
-    timeout, retry and error rules in the module docstring."""
+    """Yield the text that ``parse_line`` extracts from each streamed item of the readers that
+    ``open_reader`` makes (one per attempt), with the timeout, retry and error rules in the
+    module docstring. A reader's ``LLMError`` is raised as it is."""
     attempt = 0
     while True:
-        reader = _Reader(client, build_request())
+        reader = open_reader()
         started = False  # a parsed line has arrived: no more retries, between-token timeout
         retry_reason: Exception | None = None
         reader.start()
@@ -189,6 +218,8 @@ def stream_lines(
                     raise map_status(code, body)
                 else:  # "exc"
                     exc = payload
+                    if isinstance(exc, LLMError):
+                        raise exc
                     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
                         if attempt < retries:
                             retry_reason = exc
@@ -343,12 +374,13 @@ class HTTPChatLLM:
     ) -> Iterator[str]:
         self.last_stats = {}
 
-        def build() -> httpx.Request:
-            return self._client.build_request("POST", self.url + path, json=body, headers=headers)
+        def reader() -> StreamReader:
+            return HTTPLineReader(
+                self._client, self._client.build_request("POST", self.url + path, json=body, headers=headers)
+            )
 
         return stream_lines(
-            self._client,
-            build,
+            reader,
             self._parse_line,
             timeouts=self.timeouts,
             retries=self.settings.retries,
