@@ -43,6 +43,9 @@ from collections.abc import Callable, Iterator
 
 PLACEHOLDER = "[REDACTED:{kind}]"
 
+# Bump when detection changes, so that documents redacted by an older version are processed again.
+REDACTOR_VERSION = 2
+
 _Hit = tuple[int, int, str]  # (start, end, kind)
 
 # -- value tests ---------------------------------------------------------------------------------------------
@@ -62,6 +65,7 @@ _PLACEHOLDER_WORDS = _word_set(
     """
 )
 _PLACEHOLDER_HINT = re.compile(r"your|x{4}|\*{3}|placeholder|change[_-]?me|replace[_-]?me|redacted")
+_PERCENT_VAR = re.compile(r"%\(?[A-Za-z_]\w*\)?[sd]?%?")
 _YAML_TAG = re.compile(r"![A-Za-z_]+")
 _MASK = re.compile(r"[*xX•·.#?_\-]+")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -88,7 +92,9 @@ def _is_placeholder(value: str) -> bool:
     v = value.strip()
     if not v:
         return True
-    if v.startswith(("$", "<", "{", "%", "[REDACTED:")) or "${" in v or "{{" in v or "$(" in v:
+    if v.startswith(("$", "<", "{", "[REDACTED:")) or "${" in v or "{{" in v or "$(" in v:
+        return True
+    if _PERCENT_VAR.fullmatch(v):  # %PASSWORD%, %(password)s
         return True
     if _YAML_TAG.fullmatch(v):  # !secret, !vault, !Ref
         return True
@@ -514,7 +520,12 @@ def _commands(text: str) -> Iterator[_Hit]:
                 yield m.start("v"), m.start("v") + len(v), "password"
 
 
-_CJK_TAIL = r"(?:\*\*)?[ \t]*(?:是|为|為|:|：|=)[ \t:：]*[“「『‘\"'`]?(?P<v>[!-~]{1,200}+)"
+# After the label: an explicit separator (是, 为, a colon, =), or only spaces (a full-width one too), or
+# nothing at all (``root密码Abc123``); group ``sep`` tells which, since a bare space needs a stricter value.
+_CJK_TAIL = (
+    r"(?:\*\*)?(?:[ \t\u3000]*(?P<sep>是|为|為|:|：|=|＝|﹕)[ \t\u3000:：]*|[ \t\u3000]*)"
+    r"[“「『‘\"'`]?(?P<v>[!-~]{1,200}+)"
+)
 # 密码/口令 (password), 密钥/秘钥 (secret key), 令牌 (token). Each pattern starts with a literal, which scans
 # faster than one alternation; 密 covers both 密码 and 密钥.
 _CJK_RULES = [
@@ -544,8 +555,369 @@ def _cjk_value(text: str, m: re.Match[str], kind: str) -> Iterator[_Hit]:
     nxt = text[end : end + 3].lstrip()
     if _LENGTH_RULE.fullmatch(v) and nxt[:1] in _CJK_UNITS:
         return  # 密码为 8-16 位: a length rule, not a password
+    # 登录密码 Abc#2023: no separator, so the value must look like a password and end the statement
+    if m.group("sep") is None and not (_bare_value(kind, v) and _ends_label_value(text, end)):
+        return
     if _accept(kind, v):
         yield start, end, kind
+
+
+# -- credentials by context: a label, a login command or a section, then a value of the right shape ----------
+#
+# The rules above need an explicit ``name=value``. Notes also hold credentials that only their *context*
+# marks: a label followed by spaces (``Access Key  Q3AM…``), a password alone on the line under an ``ssh``
+# command or a user name, the rows of a section headed ``账号密码`` or of a table with a password column.
+# The context alone is weak evidence (``ssh host`` is often followed by ``nvidia-smi``), so each value must
+# also have the *shape* of a credential: ``_bare_value`` for a value after a label, ``_lone_value`` (stricter)
+# for a token on a line of its own.
+
+_LinePattern = tuple[re.Pattern[str], re.Pattern[str]]
+
+
+def _line_pattern(body: str) -> _LinePattern:
+    """``body`` anchored at a line start, as two patterns: one for the text's first line, one that starts
+    with a literal newline (a scan for a literal is much faster than testing ``^`` at every position)."""
+    return re.compile(body, re.MULTILINE), re.compile("\n" + body, re.MULTILINE)
+
+
+def _line_matches(pattern: _LinePattern, text: str) -> Iterator[re.Match[str]]:
+    first, rest = pattern
+    m = first.match(text)
+    if m is not None:
+        yield m
+    yield from rest.finditer(text)
+
+
+_ALGORITHMS = _word_set(
+    """
+    md5 sha1 sha256 sha512 sha-1 sha-256 bcrypt scrypt argon2 argon2id pbkdf2 aes aes128 aes256 aes-256 rsa
+    rsa2048 rsa4096 ed25519 hmac base64 utf8 utf-8 ssh ssh2 http https http2 tls1.2 tls1.3 sm3 sm4 2fa
+    """
+)
+_VERSION = re.compile(r"[vV]?\d+(?:\.\d+)+(?:[-+._][0-9A-Za-z.]+)?")
+_IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?(?:/\d{1,2})?")
+_USER_AT_HOST = re.compile(r"[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+(?::\S*)?")
+# segments of names, commands and model tags: words, numbers, word+small number (python3, qwen2), number+unit
+# (7b, 8B, 128k), letter+number (v2, m3)
+_NAME_SEGMENT = re.compile(
+    r"(?:[A-Z]?[a-z]+)+|[A-Z]+|\d+|(?:[A-Z]?[a-z]+|[A-Z]+)\d{1,2}|\d+(?:[a-z]{1,2}|[A-Z]{1,2})|[A-Za-z]\d{1,3}"
+)
+_SEGMENT_SPLIT = re.compile(r"[-_.:/+]")
+_SYMBOLS = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+
+
+def _name_like(value: str) -> bool:
+    """``nvidia-smi``, ``python3``, ``bge-m3``, ``qwen2.5:7b-instruct``, ``test_01``: built of words (in
+    lower, UPPER, Capitalised or camel case) and small numbers joined by ``-_.:/+``, the way commands,
+    identifiers and model names are; a random mix of cases (``uzGfRES3``) is not a name."""
+    parts = _SEGMENT_SPLIT.split(value)
+    if not all(p and _NAME_SEGMENT.fullmatch(p) for p in parts):
+        return False
+    return any(p.isalpha() and len(p) >= 2 for p in parts) or len(parts) > 1
+
+
+def _char_classes(value: str) -> int:
+    return (
+        any(c.islower() for c in value)
+        + any(c.isupper() for c in value)
+        + any(c.isdigit() for c in value)
+        + any(c in _SYMBOLS for c in value)
+    )
+
+
+def _not_a_thing(value: str) -> bool:
+    """Not a version, an address, a placeholder, a hash algorithm's name, a path, a URL or an option."""
+    v = value
+    return not (
+        _is_placeholder(v)
+        or v.lower() in _ALGORITHMS
+        or _VERSION.fullmatch(v)
+        or _IPV4.fullmatch(v)
+        or _USER_AT_HOST.fullmatch(v)
+        or "://" in v
+        or v[0] in "/~-`|[(<{"
+        or v.startswith(("./", "../"))
+    )
+
+
+def _bare_value(kind: str, value: str) -> bool:
+    """A value after a label with no ``=``/``:``: a password (not a word, a name or a number under 6
+    digits), or, for key/token/secret labels, a machine-made token (``_looks_random``)."""
+    if not value.isascii() or not value.isprintable() or not _not_a_thing(value):
+        return False
+    if kind != "password":
+        return _looks_random(value, 16)
+    n = len(value)
+    if value.isdigit():
+        return 6 <= n <= 32
+    if n < 4 or n > 128 or _char_classes(value) < 2:
+        return False  # a word: "password reset", "密码 admin"
+    if not any(c.isdigit() or c in _SYMBOLS for c in value):
+        return n >= 12 and not _wordy(value)  # letters only, mixed case: "MinIO", "PostgreSQL"
+    return not (_name_like(value) and _char_classes(value) < 3)
+
+
+def _lone_value(value: str) -> bool:
+    """A token alone on its line, under a login command or a user name: a password shape that is not a
+    command (``nvidia-smi``, ``python3``, ``htop``), a name, a version or an address."""
+    n = len(value)
+    if n < 6 or n > 128 or not value.isascii() or not value.isprintable() or not _not_a_thing(value):
+        return False
+    if value[0] in "#>$" or value.endswith((";", ":")):  # markdown, prompts, SQL, labels
+        return False
+    if value.isdigit():
+        return n <= 32
+    classes = _char_classes(value)
+    if classes < 2 or _name_like(value):
+        return False
+    return classes >= 3 or not _wordy(value)  # people's passwords are made of words: Admin888!pro
+
+
+def _ends_label_value(text: str, end: int) -> bool:
+    """After a space-separated value: end of line, punctuation, or the next label, not more prose."""
+    rest = _rest_of_line(text, end)
+    return not rest or rest[0] in "，。；、,;.|)）(（#/」』”’\"'`" or _NEXT_LABEL.match(rest) is not None
+
+
+_NEXT_LABEL = re.compile(r"(?:用户|账号|帐号|账户|端口|地址|主机|邮箱|备注|user|port|host|(?i:ip))")
+
+# English labels then spaces, a tab, a full-width space or a table's ``|``: ``Access Key  Q3AM…``,
+# ``password 123456``, ``| Secret Key | …``. The label is matched in lower, Capitalised or UPPER case.
+_EN_LABEL_WORDS = {
+    "password": "password",
+    "passwd": "password",
+    "passphrase": "password",
+    "pass": "password",
+    "pwd": "password",
+    "access key": "api_key",
+    "accesskey": "api_key",
+    "access_key": "api_key",
+    "secret key": "api_key",
+    "secretkey": "api_key",
+    "secret_key": "api_key",
+    "secret access key": "api_key",
+    "api key": "api_key",
+    "apikey": "api_key",
+    "app key": "api_key",
+    "appkey": "api_key",
+    "app secret": "secret",
+    "appsecret": "secret",
+    "client secret": "secret",
+    "secret": "secret",
+    "token": "token",
+    "access token": "token",
+    "auth token": "token",
+    "runner token": "token",
+}
+
+
+def _case_variants(phrase: str) -> list[str]:
+    words = phrase.split(" ")
+    title = " ".join(w.capitalize() for w in words)
+    camel = words[0] + "".join(w.capitalize() for w in words[1:])
+    return [
+        re.escape(v)
+        for v in {phrase, phrase.upper(), title, phrase.capitalize(), camel, title.replace(" ", "")}
+    ]
+
+
+_LABEL_TAIL = r"(?:\*\*)?(?:[ \t\u3000]+|[ \t]*\|[ \t]*)(?P<v>[!-~]{3,200}+)"
+# The label's last word in lower, Capitalised or UPPER case starts the match (a scan for a few literals is
+# fast; a case-insensitive alternation of whole phrases is ten times slower); its qualifier in front
+# (``Access``, ``secret_``, ``API ``) is read back from the text.
+_EN_LABEL = re.compile(
+    r"(?P<label>"
+    + "|".join(
+        v
+        for w in ("password", "passwd", "passphrase", "pass", "pwd", "key", "secret", "token")
+        for v in (w, w.capitalize(), w.upper())
+    )
+    + r")(?="  # the value in a look-ahead: "Secret Key  X" also matches at "Key"
+    + _LABEL_TAIL
+    + ")"
+)
+_LABEL_QUALIFIER = re.compile(
+    r"(?i:(?P<q>secret[ _-]?access|access|secret|api|app|auth|client|runner)[ _-]?)\Z"
+)
+_LABEL_KINDS = {re.sub(r"[ _]", "", w): k for w, k in _EN_LABEL_WORDS.items()}
+
+
+def _en_labels(text: str) -> Iterator[_Hit]:
+    for m in _EN_LABEL.finditer(text):
+        start = m.start()
+        word = m.group("label").lower()
+        q = _LABEL_QUALIFIER.search(text, max(0, start - 16), start)
+        if q is not None:
+            qualified = re.sub(r"[ _-]", "", q.group("q").lower()) + word
+            if qualified in _LABEL_KINDS:
+                word, start = qualified, q.start()
+        kind = _LABEL_KINDS.get(word)
+        if kind is None or (start > 0 and (text[start - 1].isalnum() or text[start - 1] in "_-.$")):
+            continue  # "key" alone; part of a longer name (PASSWORD_FILE, monkey, $password)
+        start, end = m.span("v")
+        while end > start and text[end - 1] in "\"'`,;.!?|":
+            if kind == "password" and text[end - 1] in "!?." and end == m.end("v") and end - start > 4:
+                break  # a password may end in ! or ?; a sentence's full stop is rarer in a pasted one
+            end -= 1
+        end = _trim_closers(text, start, end)
+        value = text[start:end]
+        if value and _bare_value(kind, value):
+            yield start, end, kind
+
+
+# A command line that asks for a password next: ssh, sftp, telnet, ftp, mysql, psql, redis-cli, mongo, su,
+# docker/podman login. Optional prompt, list marker or quote in front.
+_LOGIN_LINE = _line_pattern(
+    r"[ \t>*`$#-]*+(?:sudo[ \t]+)?(?:ssh|sftp|scp|telnet|ftp|lftp|mysql|mariadb|psql|redis-cli|mongo|mongosh"
+    r"|su|(?:docker|podman|nerdctl|helm[ \t]+registry)[ \t]+login)(?=[ \t]|$)[^\n]{0,300}+"
+)
+# A line that names a user (``用户名：admin``, ``账号 root``, ``login: ops``) or a password label with no
+# value on its line (``密码：``): the value or password is expected on the next line.
+_USER_LINE = _line_pattern(
+    r"[ \t>*-]*+(?:\*\*)?(?:用户名|用户|账号|帐号|账户|登录名|(?i:user(?:name)?|login|account))(?:\*\*)?"
+    r"[ \t\u3000]*[:：=]?[ \t\u3000]*[\w.@-]{1,64}+[ \t]*$"
+)
+_PASSWORD_LABEL_LINE = _line_pattern(
+    r"[ \t>*-]*+(?:\*\*)?(?:密码|口令|(?i:password|passwd|pwd))(?:\*\*)?[ \t]*[:：]?[ \t]*$"
+)
+_LINE_TOKEN = re.compile(r"[ \t]*+(?:[-*+>][ \t]++)*+`?(?P<v>[^\s`]{1,200}+)`?[ \t]*")
+
+
+def _next_line_token(text: str, end: int, max_blank: int = 2) -> tuple[int, int] | None:
+    """Span of the single token that makes up the next non-blank line after ``end`` (within
+    ``max_blank`` blank lines), or None."""
+    pos = text.find("\n", end)
+    for _ in range(max_blank + 1):
+        if pos == -1:
+            return None
+        stop = text.find("\n", pos + 1)
+        stop = len(text) if stop == -1 else stop
+        line_start = pos + 1
+        if text[line_start:stop].strip():
+            m = _LINE_TOKEN.fullmatch(text, line_start, stop)
+            return m.span("v") if m else None
+        pos = stop if stop < len(text) else -1
+    return None
+
+
+def _next_line_passwords(text: str) -> Iterator[_Hit]:
+    for rx, strict in ((_LOGIN_LINE, True), (_USER_LINE, True), (_PASSWORD_LABEL_LINE, False)):
+        for m in _line_matches(rx, text):
+            span = _next_line_token(text, m.end())
+            if span is None:
+                continue
+            value = text[span[0] : span[1]]
+            if (_lone_value(value) if strict else _bare_value("password", value)) or (
+                not strict and _accept("password", value) and not _name_like(value)
+            ):
+                yield span[0], span[1], "password"
+
+
+# A section about accounts: a heading (markdown ``#``, ``**bold**`` or a short line of its own) naming
+# accounts or passwords, then lines of ``user password`` pairs (space, tab, ``/``, ``,`` or a colon between).
+_SECTION_HEAD = _line_pattern(
+    r"(?:#{1,6}[ \t]*|\*\*)?[^\n=:：/|`_]{0,12}?(?:账号密码|帐号密码|账户密码|用户名密码|用户名和密码|账号信息|"
+    r"帐号信息|登录信息|登陆信息|登录账号|(?<![A-Za-z])(?i:credentials?|accounts?|logins?|passwords?)(?![A-Za-z]))"
+    r"[^\n=:：/|`_]{0,12}?(?:\*\*)?[ \t]*$"
+)
+_PAIR = re.compile(
+    r"[ \t>*+-]*+(?:\d{1,2}[.)][ \t]*)?`?(?P<user>[\w.@-]{1,64}+)`?"
+    r"(?:[ \t\u3000]*[/,:：|][ \t\u3000]*|[ \t\u3000]+)`?(?P<v>[^\s`]{3,128}+)`?[ \t]*"
+)
+
+
+def _sections(text: str) -> Iterator[_Hit]:
+    for m in _line_matches(_SECTION_HEAD, text):
+        pos, seen = m.end(), 0
+        for _ in range(20):  # at most 20 lines, up to a blank line after content or the next heading
+            if pos >= len(text):
+                break
+            stop = text.find("\n", pos + 1)
+            stop = len(text) if stop == -1 else stop
+            line = text[pos + 1 : stop] if text[pos : pos + 1] == "\n" else text[pos:stop]
+            start = stop - len(line)
+            pos = stop
+            if not line.strip():
+                if seen:
+                    break
+                continue
+            if line.lstrip().startswith("#"):
+                break
+            seen += 1
+            pair = _PAIR.fullmatch(line)
+            if pair is not None:
+                value = pair.group("v")
+                if _bare_value("password", value) and not _USER_AT_HOST.fullmatch(value):
+                    yield start + pair.start("v"), start + pair.end("v"), "password"
+                continue
+            single = _LINE_TOKEN.fullmatch(line)
+            if single is not None and _lone_value(single.group("v")):
+                yield start + single.start("v"), start + single.end("v"), "password"
+
+
+# Markdown tables: the cells under a header cell that names a secret (密码, password, pwd, Secret Key...).
+_TABLE_HEAD = _line_pattern(r"[ \t]*\|[^\n]*(?:密码|口令|密钥|(?i:pass|pwd|secret|token|key))[^\n]*\|[ \t]*$")
+_TABLE_RULE = re.compile(r"[ \t]*\|?(?:[ \t]*:?-{3,}:?[ \t]*\|)+[ \t]*:?-*:?[ \t]*")
+
+
+def _cell_kind(cell: str) -> str | None:
+    c = cell.strip().strip("*`").strip()
+    if any(w in c for w in ("密码", "口令")):
+        return "password"
+    if any(w in c for w in ("密钥", "秘钥")):
+        return "api_key"
+    return _classify(c.replace(" ", "_")) if c.isascii() else None
+
+
+def _tables(text: str) -> Iterator[_Hit]:
+    if "|" not in text:
+        return
+    for m in _line_matches(_TABLE_HEAD, text):
+        cells = m.group().strip().strip("|").split("|")
+        kinds = {i: k for i, c in enumerate(cells) if (k := _cell_kind(c)) is not None}
+        if not kinds:
+            continue
+        pos = m.end() + 1
+        rule_end = text.find("\n", pos)
+        rule_end = len(text) if rule_end == -1 else rule_end
+        if not _TABLE_RULE.fullmatch(text, pos, rule_end):
+            continue
+        pos = rule_end + 1
+        while pos < len(text):
+            stop = text.find("\n", pos)
+            stop = len(text) if stop == -1 else stop
+            row = text[pos:stop]
+            if not row.lstrip().startswith("|"):
+                break
+            offset = pos + row.index("|") + 1
+            for i, cell in enumerate(row.strip().strip("|").split("|")):
+                kind = kinds.get(i)
+                value = cell.strip().strip("`")
+                if kind is not None and value and " " not in value and _accept(kind, value):
+                    s = offset + cell.index(value)
+                    yield s, s + len(value), kind
+                offset += len(cell) + 1
+            pos = stop + 1
+
+
+# ``docker login -p PASS``, ``mongo -p PASS`` (a space before the value, unlike mysql), ``lftp -u user,PASS``.
+_LOGIN_P = re.compile(r"-p(?<!\S-p)[ \t]+(?P<v>'[^'\n]{1,200}+'|\"[^\"\n]{1,200}+\"|[^\s'\"-][^\s]{0,200}+)")
+_LOGIN_CMD = re.compile(
+    r"(?<![A-Za-z0-9_-])(?:(?:docker|podman|nerdctl)[ \t]+login|mongo|mongosh)(?![A-Za-z0-9_-])"
+)
+_LFTP_U = re.compile(r"-u(?<!\S-u)[ \t]+[^\s,]{1,64}+,(?P<v>[^\s'\"]{1,200}+)")
+
+
+def _login_flags(text: str) -> Iterator[_Hit]:
+    if "-p" in text and ("login" in text or "mongo" in text):
+        for m in _LOGIN_P.finditer(text):
+            start, end, v = _unquote_span(m)
+            if not _is_placeholder(v) and _LOGIN_CMD.search(_line_before(text, m.start())):
+                yield start, end, "password"
+    if "lftp" in text:
+        for m in _LFTP_U.finditer(text):
+            if not _is_placeholder(m.group("v")) and "lftp" in _line_before(text, m.start()):
+                yield m.start("v"), m.end("v"), "password"
 
 
 # Rule order breaks ties between equal spans: specific shapes first.
@@ -556,7 +928,12 @@ _RULES: list[Callable[[str], Iterator[_Hit]]] = [
     _url_credentials,
     _assignments,
     _commands,
+    _login_flags,
     _cjk_secrets,
+    _tables,
+    _en_labels,
+    _sections,
+    _next_line_passwords,
 ]
 
 
@@ -577,19 +954,26 @@ def _merge(hits: list[tuple[int, int, str, int]]) -> list[_Hit]:
     return merged
 
 
+def find_secrets(text: str) -> list[_Hit]:
+    """Every secret value in ``text`` as ``(start, end, kind)``, sorted, not overlapping; ``text`` itself is
+    not changed. What ``redact`` replaces, and what an audit of stored text reports."""
+    hits = [(s, e, kind, prio) for prio, rule in enumerate(_RULES) for s, e, kind in rule(text) if e > s]
+    return _merge(hits) if hits else []
+
+
 def redact(text: str) -> tuple[str, dict[str, int]]:
     """Replace every secret value in ``text`` with ``PLACEHOLDER``; also return how many of each kind.
 
     Text without secrets comes back unchanged with ``{}``. Redacting twice gives the same text and no new
     counts.
     """
-    hits = [(s, e, kind, prio) for prio, rule in enumerate(_RULES) for s, e, kind in rule(text) if e > s]
-    if not hits:
+    found = find_secrets(text)
+    if not found:
         return text, {}
     pieces: list[str] = []
     counts: dict[str, int] = {}
     pos = 0
-    for start, end, kind in _merge(hits):
+    for start, end, kind in found:
         pieces.append(text[pos:start])
         pieces.append(PLACEHOLDER.format(kind=kind))
         counts[kind] = counts.get(kind, 0) + 1
