@@ -730,7 +730,7 @@ class Extract:
 
 
 def _weights(terms: set[str], weigh: Weigh | None) -> dict[str, float]:
-    return {t: (weigh(t) if weigh is not None else 1.0) for t in terms}
+    return {t: (min(weigh(t), IDF_CAP) if weigh is not None else 1.0) for t in terms}
 
 
 def _wants_code(question: str) -> bool:
@@ -740,6 +740,14 @@ def _wants_code(question: str) -> bool:
 # A block's prior, by rank: the top hit is the likeliest home of the answer (retrieval ranked it
 # first) and among near-ties a sentence from it wins. Measured in bench/bench_extractive.py.
 RANK_PRIOR = (1.0, 0.85, 0.75, 0.7, 0.65, 0.6)
+# Weights of :func:`score_units`, chosen in bench/bench_extractive.py (figures in
+# bench/results/extractive.md).
+CONTEXT_WEIGHT = 0.5
+CODE_BONUS = 0.25
+LENGTH_SCALE = 60.0
+LENGTH_POWER = 0.15
+PICK_RATIO = 0.5
+IDF_CAP = 1.0
 
 
 def score_units(
@@ -784,10 +792,10 @@ def score_units(
             ctx = sum(w for t, w in weights.items() if t in near) / total
             if own <= q_terms and rel >= 0.5:
                 continue  # the line only repeats the question
-            score = rel + 0.5 * ctx
+            score = rel + CONTEXT_WEIGHT * ctx
             if unit.kind != "sentence" and howto:
-                score += 0.25 * ctx
-            score /= (1.0 + len(own) / 60.0) ** 0.5
+                score += CODE_BONUS * ctx
+            score /= (1.0 + len(own) / LENGTH_SCALE) ** LENGTH_POWER
             if key.endswith(("?", "？")):
                 score *= 0.5
             out.append(Extract(block, unit, score * prior))
@@ -796,13 +804,14 @@ def score_units(
 
 
 def pick_extracts(
-    scored: Sequence[Extract], n: int = EXTRACTIVE_SENTENCES, ratio: float = 0.5
+    scored: Sequence[Extract], n: int = EXTRACTIVE_SENTENCES, ratio: float | None = None
 ) -> list[Extract]:
     """The best ``n`` units, keeping only those scoring at least ``ratio`` of the best one (a
     weak third sentence is noise, not help); the first unit of the first block when none scores."""
     if not scored:
         return []
     best = scored[0].score
+    ratio = PICK_RATIO if ratio is None else ratio
     if best <= 0:
         return [min(scored, key=lambda e: (e.block.n, e.unit.start))]
     return [e for e in scored if e.score >= ratio * best][:n]
@@ -818,6 +827,29 @@ def _render_extract(e: Extract) -> str:
     return f"- {shorten(text, limit)} [{e.block.n}]"
 
 
+def reading_order(picked: Sequence[Extract]) -> list[list[Extract]]:
+    """Group the picked units for display: blocks in the order of their best unit, units in
+    text order within a block, and units that follow each other in the text joined into one
+    passage (an answer that spans two sentences reads, and is quoted, as it was written)."""
+    first: dict[int, int] = {}
+    for i, e in enumerate(picked):
+        first.setdefault(e.block.n, i)
+    ordered = sorted(picked, key=lambda e: (first[e.block.n], e.unit.start))
+    groups: list[list[Extract]] = []
+    for e in ordered:
+        prev = groups[-1][-1] if groups else None
+        if (
+            prev is not None
+            and prev.block.n == e.block.n
+            and prev.unit.kind == e.unit.kind == "sentence"
+            and not e.block.text[prev.unit.end : e.unit.start].strip()
+        ):
+            groups[-1].append(e)
+        else:
+            groups.append([e])
+    return groups
+
+
 def extractive_text(
     question: str,
     blocks: Sequence[ContextBlock],
@@ -830,7 +862,11 @@ def extractive_text(
     picked = pick_extracts(score_units(question, blocks[:EXTRACTIVE_CHUNKS], tokenize, weigh))
     lines = [EXTRACTIVE_LABEL[language]]
     citations: dict[int, Citation] = {}
-    for e in picked:
+    for group in reading_order(picked):
+        head, tail = group[0], group[-1]
+        e = Extract(
+            head.block, Unit(head.unit.start, tail.unit.end, head.unit.kind, head.unit.context), head.score
+        )
         lines.append(_render_extract(e))
         n = e.block.n
         if n not in citations:
