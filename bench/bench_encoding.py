@@ -1,7 +1,25 @@
 """Measure mojibake repair and GB18030/Big5 detection on real Chinese text.
 
-Takes the first N paragraphs (default 300) of ../shared/eval/cmrc2018_dev_zh/corpus.jsonl,
-read at run time, and
+Loss patterns (the main table): text is mangled as UTF-8 read as cp1252 and saved
+again, losing a set of byte values on the way, in three patterns:
+
+1. ``five``: the five bytes cp1252 leaves undefined (0x81 0x8D 0x8F 0x90 0x9D);
+2. ``real``: those and 0x8E, 0x9E ('Ž', 'ž') and 0xAD (soft hyphen), as in a real
+   note folder;
+3. ``pre-1998``: a converter with the cp1252 table from before 1998 (no '€', 'Ž', 'ž':
+   0x80, 0x8E, 0x9E lost besides the five) and soft hyphens stripped (0xAD).
+
+Each pattern is applied to three text sets: synthetic ML-infra note paragraphs
+(``bench/note_text.py``, each paragraph one document, so the lost bytes are inferred
+from a few hundred characters), the same paragraphs joined into one long file, the
+files of ``samples/notes`` (one document each), and the first N CMRC 2018 dev
+paragraphs (Wikipedia). For each: the share of CJK characters restored at their
+positions, documents restored exactly, and throughput (MB of mangled UTF-8 per
+second of CPU time) for the current ``repair_mojibake`` and for the one at git
+revision ``--baseline`` (loaded from ``git show``), when git and that revision exist.
+
+Then, on the first N (default 300) paragraphs of ../shared/eval/cmrc2018_dev_zh/corpus.jsonl,
+read at run time, it
 
 * mangles each one as UTF-8 read as cp1252 and saved again, in four forms: lossless
   (the five bytes cp1252 does not define kept as C1 controls), lossy with those bytes
@@ -20,7 +38,7 @@ read at run time, and
   collections' paragraphs, when they are present;
 * times the first use of the frequency tables (unigram, then bigram).
 
-Run: ``python bench/bench_encoding.py [--n 300] [--out bench/results/encoding.md]``.
+Run: ``python bench/bench_encoding.py [--n 300] [--notes 200] [--baseline REV] [--out bench/results/encoding.md]``.
 """
 
 from __future__ import annotations
@@ -29,14 +47,18 @@ import argparse
 import importlib.util
 import json
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.note_text import note_paragraphs  # noqa: E402
 from ingest import encoding  # noqa: E402
 from rag.errors import DocumentError  # noqa: E402
 
@@ -64,6 +86,24 @@ def mangle_qmark(text: str) -> str:
 
 def mangle_fffd(text: str) -> str:
     return text.encode("utf-8").decode("cp1252", errors="replace")
+
+
+def mangle_losing(lost: frozenset[int]) -> Callable[[str], str]:
+    """UTF-8 read as cp1252 and saved again, with the byte values in ``lost`` gone."""
+
+    def mangle(text: str) -> str:
+        data = text.encode("utf-8")
+        return bytes(b for b in data if b not in lost).decode("cp1252")
+
+    return mangle
+
+
+PATTERNS: dict[str, frozenset[int]] = {
+    "five": LOST,
+    "real": LOST | {0x8E, 0x9E, 0xAD},
+    "pre-1998": LOST | {0x80, 0x8E, 0x9E, 0xAD},
+}
+SAMPLES = ROOT / "samples" / "notes"
 
 
 FORMS: dict[str, Callable[[str], str]] = {
@@ -106,6 +146,49 @@ def timed(fn: Callable[[str], str], items: list[str]) -> tuple[list[str], float,
     cpu, wall = time.process_time(), time.perf_counter()
     out = [fn(x) for x in items]
     return out, time.process_time() - cpu, time.perf_counter() - wall
+
+
+def load_baseline(rev: str) -> ModuleType | None:
+    """``ingest.encoding`` as it was at git revision ``rev``, or None when git cannot show it."""
+    try:
+        source = subprocess.run(
+            ["git", "show", f"{rev}:ingest/encoding.py"], cwd=ROOT, capture_output=True, check=True, text=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    path = Path(tempfile.mkdtemp()) / "encoding_baseline.py"
+    path.write_text(source, encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("encoding_baseline", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def bench_patterns(sets: dict[str, list[str]], baseline: ModuleType | None, rev: str) -> list[str]:
+    rows = [
+        "| pattern | text | repair | CJK right | documents exact | MB/s (CPU) |",
+        "|---|---|---|---|---|---|",
+    ]
+    repairers: list[tuple[str, Callable[[str], tuple[str, int]]]] = [("current", encoding.repair_mojibake)]
+    if baseline is not None:
+        repairers.append((f"before ({rev})", baseline.repair_mojibake))
+    warm = mangle_losing(LOST)("模型、环境和训练")
+    for _, fn in repairers:
+        fn(warm)  # load the tables outside the timings
+    for pattern, lost in PATTERNS.items():
+        mangle = mangle_losing(lost)
+        for set_name, docs in sets.items():
+            mangled = [mangle(d) for d in docs]
+            size = sum(len(m.encode("utf-8")) for m in mangled) / 1e6
+            for name, fn in repairers:
+                out, cpu, _ = timed(lambda t, fn=fn: fn(t)[0], mangled)  # type: ignore[misc]
+                hit, total, exact = recovered(docs, out)
+                rows.append(
+                    f"| {pattern} | {set_name} | {name} | {hit / total:.2%} ({hit:,}/{total:,}) "
+                    f"| {exact}/{len(docs)} | {size / cpu:.2f} |"
+                )
+    return rows
 
 
 def bench_repair(paras: list[str]) -> list[str]:
@@ -226,19 +309,21 @@ def bench_load() -> list[str]:
     model = encoding._model()
     uni = (time.process_time() - cpu, time.perf_counter() - wall)
     cpu, wall = time.process_time(), time.perf_counter()
-    model.load_bigrams()
+    model.load_words()
     bi = (time.process_time() - cpu, time.perf_counter() - wall)
     return [
         "| table (first use) | CPU s | wall s |",
         "|---|---|---|",
         f"| unigram (jieba dict + zhconv map) | {uni[0]:.2f} | {uni[1]:.2f} |",
-        f"| bigram (lossy repair only) | {bi[0]:.2f} | {bi[1]:.2f} |",
+        f"| words and prefixes (lossy repair only) | {bi[0]:.2f} | {bi[1]:.2f} |",
     ]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=300, help="number of paragraphs")
+    parser.add_argument("--n", type=int, default=300, help="number of CMRC paragraphs")
+    parser.add_argument("--notes", type=int, default=200, help="number of synthetic note paragraphs")
+    parser.add_argument("--baseline", default="086f8bf", help="git revision to compare with")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "encoding.md")
     args = parser.parse_args()
     if not (DATASET / "corpus.jsonl").is_file():
@@ -249,14 +334,33 @@ def main() -> int:
     load_rows = bench_load()
     paras = load_paragraphs(args.n)
     chars = sum(map(len, paras))
+    notes = note_paragraphs(args.notes)
+    samples = [p.read_text(encoding="utf-8") for p in sorted(SAMPLES.rglob("*")) if p.is_file()]
+    sets = {
+        f"notes, {len(notes)} paragraphs": notes,
+        "notes, one file": ["\n\n".join(notes)],
+        f"samples/notes ({len(samples)} files)": samples,
+        f"cmrc ({len(paras)} paragraphs)": paras,
+    }
+    baseline = load_baseline(args.baseline)
     lines = [
         "# Text decoding: mojibake repair and GB18030/Big5 detection",
         "",
-        f"Data: first {len(paras)} paragraphs of cmrc2018_dev_zh ({chars:,} characters). "
+        f"Data: first {len(paras)} paragraphs of cmrc2018_dev_zh ({chars:,} characters); "
+        f"{len(notes)} synthetic note paragraphs ({sum(map(len, notes)):,} characters, `bench/note_text.py`); "
+        f"the {len(samples)} files of samples/notes ({sum(map(len, samples)):,} characters). "
         f"Machine: {platform.machine()}, Python {platform.python_version()}. "
-        "Command: `python bench/bench_encoding.py`.",
+        f"Command: `python bench/bench_encoding.py --n {args.n} --notes {args.notes} --baseline {args.baseline}`.",
         "",
-        "## Mojibake repair (UTF-8 read as cp1252 and saved again)",
+        f"## Lossy mojibake: three loss patterns (repair version {encoding.REPAIR_VERSION})",
+        "",
+        "Patterns: five = 0x81 0x8D 0x8F 0x90 0x9D lost; real = those and 0x8E 0x9E 0xAD; "
+        "pre-1998 = those and 0x80. CJK right: CJK characters of the original restored at their "
+        "positions. MB/s: mangled UTF-8 per second of CPU time.",
+        "",
+        *bench_patterns(sets, baseline, args.baseline),
+        "",
+        "## Mojibake repair (UTF-8 read as cp1252 and saved again), cmrc",
         "",
         *bench_repair(paras),
         "",

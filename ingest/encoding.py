@@ -65,7 +65,11 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-__all__ = ["Decoded", "decode_bytes", "repair_mojibake"]
+__all__ = ["REPAIR_VERSION", "Decoded", "decode_bytes", "repair_mojibake"]
+
+# Bumped whenever ``repair_mojibake`` can give a different result for the same input, so that
+# documents repaired by an older version are processed again.
+REPAIR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -98,8 +102,6 @@ _LOGP_LETTER = -12.0  # any other letter or digit outside CJK
 _LOGP_SYMBOL = -14.0  # symbols, other punctuation, spaces
 _LOGP_FORMAT = -18.0  # format characters (ZWJ, soft hyphen, ...)
 _LOGP_INVALID = -30.0  # controls, unassigned, private use, surrogates, U+FFFD
-_BIGRAM_WEIGHT = 0.5  # interpolation weight of the in-word bigram estimate
-_LOG_UNIGRAM_SHARE = math.log(1.0 - _BIGRAM_WEIGHT)
 
 
 def _is_cjk(cp: int) -> bool:
@@ -109,7 +111,7 @@ def _is_cjk(cp: int) -> bool:
 
 
 class _CharModel:
-    """Character unigram log-probabilities (and, after ``load_bigrams``, in-word bigrams)."""
+    """Character unigram log-probabilities (and, after ``load_words``, word log-probabilities)."""
 
     def __init__(
         self, counts: dict[str, float], total: float, trad_forms: frozenset[str], simp_forms: frozenset[str]
@@ -122,10 +124,14 @@ class _CharModel:
         for logp, chars in _PUNCT_TIERS:
             for c in chars:
                 self._logp[c] = logp
-        self.candidates: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-        self._bigrams_loaded = False
-        self._bigram: dict[int, float] = {}
-        self._left: dict[str, float] = {}
+        self._base_logp = dict(self._logp)
+        self.to_simplified: dict[str, str] = {}  # single-character zhconv map (traditional -> simplified)
+        self._words_loaded = False
+        self.word_logp: dict[str, float] = {}
+        self.word_prefixes: set[str] = set()
+        self._word_floor = 0.0
+        self._single: dict[str, float] = {}
+        self._byte_share: dict[int, float] | None = None
 
     def logp(self, c: str) -> float:
         """Unigram log-probability of one character (cached per character)."""
@@ -164,38 +170,60 @@ class _CharModel:
         lone = len(_LONE_CJK_RE.findall(text))
         return score + in_word * (_LOGP_LATIN_IN_WORD - _LOGP_LETTER) + lone * _LOGP_LONE_CJK
 
-    # -- bigrams (lossy repair only) ------------------------------------------------
+    # -- words (lossy repair only) --------------------------------------------------
 
-    def load_bigrams(self) -> None:
-        if self._bigrams_loaded:
+    def load_words(self) -> None:
+        """Word log-probabilities and word prefixes from jieba's dictionary (about 0.5 s, once)."""
+        if self._words_loaded:
             return
         words, counts = _read_jieba_dict()
-        import numpy as np
+        total = float(counts.sum())
+        log_total = math.log(total)
+        logp: dict[str, float] = {}
+        prefixes: set[str] = set()
+        for w, n in zip(words, counts.tolist(), strict=True):
+            if n <= 0:
+                continue
+            logp[w] = _WORD_SCALE * (math.log(n) - log_total) + _TOKEN_COST
+            for k in range(1, len(w)):
+                prefixes.add(w[:k])
+        self.word_logp = logp
+        self.word_prefixes = prefixes
+        self._word_floor = math.log(0.5) - log_total
+        self._words_loaded = True
 
-        lens = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
-        cps = np.frombuffer("".join(words).encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
-        weights = np.repeat(counts, lens)
-        inside = np.ones(len(cps) - 1, dtype=bool)
-        inside[np.cumsum(lens)[:-1] - 1] = False  # pairs that straddle two words
-        keys = ((cps[:-1] << 21) | cps[1:])[inside]
-        uniq, inv = np.unique(keys, return_inverse=True)
-        sums = np.bincount(inv, weights=weights[:-1][inside])
-        left = np.bincount(uniq >> 21, weights=sums)
-        self._bigram = dict(zip(uniq.tolist(), sums.tolist(), strict=True))  # key: cp1 << 21 | cp2
-        nz = np.flatnonzero(left)
-        self._left = dict(zip(map(chr, nz.tolist()), left[nz].tolist(), strict=True))
-        self._bigrams_loaded = True
+    def single_logp(self, c: str) -> float:
+        """Log-probability of ``c`` as a word of its own (dictionary count, else a floor).
 
-    def cond_logp(self, prev: str | None, c: str) -> float:
-        """log P(c | prev): in-word bigram estimate interpolated with the unigram (Jelinek-Mercer)."""
-        lp = self.logp(c)
-        left = self._left.get(prev) if prev is not None else None
-        if not left:
-            return lp
-        n = self._bigram.get(ord(prev) << 21 | ord(c))  # type: ignore[arg-type]
-        if not n:
-            return lp + _LOG_UNIGRAM_SHARE
-        return math.log(_BIGRAM_WEIGHT * n / left + (1.0 - _BIGRAM_WEIGHT) * math.exp(lp))
+        A CJK character that the dictionary does not list as a word costs
+        ``_LOGP_UNKNOWN_CJK_WORD`` more than its character frequency suggests; other
+        characters (punctuation, Latin letters) take their character log-probability.
+        """
+        v = self._single.get(c)
+        if v is None:
+            key = self.to_simplified.get(c, c)
+            lp = self.word_logp.get(key)
+            if lp is not None and len(key) == 1:
+                v = lp
+            elif _is_cjk(ord(c)):
+                v = _WORD_SCALE * max(self._word_floor, self.logp(c) + _LOGP_UNKNOWN_CJK_WORD) + _TOKEN_COST
+            else:
+                v = _WORD_SCALE * self.logp(c) + _TOKEN_COST
+            self._single[c] = v
+        return v
+
+    def byte_share(self) -> dict[int, float]:
+        """Expected share of each continuation byte value among those of UTF-8 Chinese text."""
+        if self._byte_share is None:
+            weights: dict[int, float] = dict.fromkeys(range(0x80, 0xC0), 0.0)
+            for c, lp in self._base_logp.items():
+                if ord(c) >= 0x800:
+                    p = math.exp(lp)
+                    for b in c.encode("utf-8")[1:]:
+                        weights[b] += p
+            total = sum(weights.values())
+            self._byte_share = {b: w / total for b, w in weights.items()}
+        return self._byte_share
 
 
 _LATIN_IN_WORD_RE = re.compile(r"(?<=[A-Za-z])[À-ÖØ-öø-ÿ]|[À-ÖØ-öø-ÿ](?=[A-Za-z])")
@@ -233,7 +261,9 @@ def _model() -> _CharModel:
         n = max(table.get(trad, 0.0), table.get(simp, 0.0))
         if n > 0:
             merged[trad] = n
-    return _CharModel(merged, total, frozenset(t2s), frozenset(s2t))
+    model = _CharModel(merged, total, frozenset(t2s), frozenset(s2t))
+    model.to_simplified = t2s
+    return model
 
 
 def _script_maps() -> tuple[dict[str, str], dict[str, str]]:
@@ -293,11 +323,86 @@ _TOKEN_RE = re.compile(
     "|(?P<other>.)",
     re.DOTALL,
 )
-_LOST_BYTES = tuple(_CP1252_UNDEFINED)
 # Characters a repair must not produce: C0 controls, surrogates, private use. (C1 controls are
 # allowed: text mangled twice holds them after the first pass, and the second pass removes them.)
 _IMPLAUSIBLE_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ue000-\uf8ff]")
 _MAX_PASSES = 3  # text mangled twice needs two passes
+
+# Which bytes were lost. Every UTF-8 continuation byte (0x80-0xBF) could have been, so each
+# gets a prior probability from how files lose bytes: the five bytes cp1252 leaves undefined
+# are lost by most conversions; 0x8E and 0x9E ('Ž', 'ž', absent from cp1252 before 1998 and
+# from several Latin-1 tables) and 0xAD (the soft hyphen, which editors and browsers drop as
+# invisible) are lost often; the rest rarely. The document then tells: a byte value that never
+# occurs although UTF-8 Chinese of that length would have produced it E times has lost it with
+# likelihood ratio e^E (a Poisson count of zero), and a byte value that occurs was not lost.
+_LOSS_PRIOR_UNDEFINED = 0.9
+_LOSS_PRIOR_OFTEN = 0.3
+_LOSS_PRIOR_SOMETIMES = 0.01  # 0x80 ('€', also new in 1998) and 0xA0 (no-break space)
+_LOSS_PRIOR_RARE = 0.001
+_LOST_OFTEN = frozenset({0x8E, 0x9E, 0xAD})
+_LOST_SOMETIMES = frozenset({0x80, 0xA0})
+# A byte value below this posterior probability of having been lost is not tried (keeps the
+# candidate lists short: a bare lead byte of a 3-byte character and 8 lost values give 64).
+_MIN_LOSS_POSTERIOR = 0.1
+# The expected count of a byte value is discounted by this factor: the byte shares come from
+# Chinese prose, and notes hold more Latin letters and punctuation than prose does.
+_EXPECTED_COUNT_DISCOUNT = 0.5
+
+# Word lattice: a damaged character is chosen together with its neighbours.
+_WINDOW = 4  # undamaged characters on each side of a damaged one that take part in the choice
+_LOGP_UNKNOWN_CJK_WORD = -3.0  # extra cost of a CJK character that is not a word on its own
+_WORD_SCALE = 1.0  # weight of the word log-probabilities
+# Cost of each word on the path: favours readings that form dictionary words over readings
+# made of frequent single characters (步数 over 来+数).
+_TOKEN_COST = -3.0
+
+
+def _loss_prior(b: int) -> float:
+    if b in _CP1252_UNDEFINED:
+        return _LOSS_PRIOR_UNDEFINED
+    if b in _LOST_OFTEN:
+        return _LOSS_PRIOR_OFTEN
+    if b in _LOST_SOMETIMES:
+        return _LOSS_PRIOR_SOMETIMES
+    return _LOSS_PRIOR_RARE
+
+
+@dataclass(frozen=True)
+class _Losses:
+    """The byte values that may have been lost in one document, with their log-probabilities."""
+
+    values: tuple[int, ...]  # ascending
+    logp: tuple[float, ...]  # log posterior probability that each value was lost
+
+    def penalty(self, fill: tuple[int, ...]) -> float:
+        index = self.values.index
+        return sum(self.logp[index(b)] for b in fill)
+
+
+def _infer_losses(counts: dict[int, int], slots: int, share: dict[int, float]) -> _Losses:
+    """Posterior of each continuation byte value having been lost, from the document's counts.
+
+    ``counts`` maps each continuation byte value to its occurrences in the mojibake runs,
+    ``slots`` is the number of lost byte positions (missing bytes plus placeholders) and
+    ``share`` the expected share of each value among the continuation bytes of UTF-8
+    Chinese. A value that occurs was not lost; one that never occurs was lost with
+    posterior odds prior_odds * e^E, E = its expected count. Values below
+    ``_MIN_LOSS_POSTERIOR`` are left out.
+    """
+    total = sum(counts.values()) + slots
+    values: list[int] = []
+    logps: list[float] = []
+    for b in range(0x80, 0xC0):
+        if counts.get(b, 0):
+            continue
+        prior = _loss_prior(b)
+        expected = min(_EXPECTED_COUNT_DISCOUNT * total * share.get(b, 0.0), 50.0)
+        odds = prior / (1.0 - prior) * math.exp(expected)
+        posterior = odds / (1.0 + odds)
+        if posterior >= _MIN_LOSS_POSTERIOR:
+            values.append(b)
+            logps.append(math.log(posterior))
+    return _Losses(tuple(values), tuple(logps))
 
 
 def _count_non_ascii(text: str) -> int:
@@ -310,6 +415,8 @@ class _RunParse:
     end: int
     line: int
     pieces: list[tuple[str, str]]  # ("text", decoded text) | ("broken", raw bytes as Latin-1 chars)
+    seq: str = ""  # bytes of the complete and damaged sequences (Latin-1 chars)
+    slots: int = 0  # lost byte positions: missing bytes and placeholders
     valid: int = 0  # complete multi-byte sequences
     broken: int = 0  # damaged sequences with at least one continuation byte or placeholder
     lone: int = 0  # damaged sequences that are a bare lead byte
@@ -323,6 +430,11 @@ class _RepairStats:
     consumed: int = 0  # non-ASCII characters of mojibake replaced
     reconstructed: int = 0
     qmark_mode: bool = False
+    lost: tuple[int, ...] = ()  # byte values found lost (those tried with posterior > 0.5)
+
+
+def _seq_length(lead: int) -> int:
+    return 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
 
 
 def _parse_run(run: str, start: int, line: int, table: dict[int, str]) -> _RunParse:
@@ -334,8 +446,10 @@ def _parse_run(run: str, start: int, line: int, table: dict[int, str]) -> _RunPa
         pass
     else:  # lossless: the whole run is valid UTF-8
         parse.pieces.append(("text", text))
+        parse.seq = raw
         parse.valid = _count_non_ascii(text)
         return parse
+    seq: list[str] = []
     for m in _TOKEN_RE.finditer(raw):
         kind = m.lastgroup
         tok = m.group()
@@ -343,8 +457,12 @@ def _parse_run(run: str, start: int, line: int, table: dict[int, str]) -> _RunPa
             decoded = tok.encode("latin-1").decode("utf-8")
             parse.pieces.append(("text", decoded))
             parse.valid += len(decoded)
+            seq.append(tok)
         elif kind == "broken":
             parse.pieces.append(("broken", tok))
+            seq.append(tok)
+            placeholders = sum(c in _PLACEHOLDERS for c in tok)
+            parse.slots += _seq_length(ord(tok[0])) - len(tok) + placeholders
             if len(tok) == 1:
                 parse.lone += 1
             else:
@@ -357,33 +475,39 @@ def _parse_run(run: str, start: int, line: int, table: dict[int, str]) -> _RunPa
             elif tok != "?":
                 parse.invalid += 1
             parse.pieces.append(("text", tok))
+    parse.seq = "".join(seq)
     return parse
 
 
-@functools.lru_cache(maxsize=4096)
-def _candidates(tok: str) -> tuple[str, ...]:
-    """Characters whose UTF-8 bytes fit a damaged sequence (lead + present/placeholder bytes)."""
+@functools.lru_cache(maxsize=8192)
+def _candidates(tok: str, lost: tuple[int, ...]) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """Characters whose UTF-8 bytes fit a damaged sequence, each with the lost bytes it assumes.
+
+    ``tok`` is the lead byte and the present continuation bytes or placeholders; a missing
+    byte may sit in any slot, and it and a placeholder may be any of ``lost``. A character
+    reachable in several ways keeps the first, which assumes the fewest and lowest bytes.
+    """
     lead = ord(tok[0])
-    length = 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
+    length = _seq_length(lead)
     items = [ord(c) for c in tok[1:]]
     missing = length - 1 - len(items)
-    found: set[str] = set()
+    found: dict[str, tuple[int, ...]] = {}
     for slots in itertools.combinations(range(length - 1), missing):
         seq: list[int | None] = [None] * (length - 1)
         rest = iter(items)
         for i in range(length - 1):
             if i not in slots:
                 seq[i] = next(rest)
-        options = [
-            _LOST_BYTES if b is None or b in (0xFE, 0xFF) else (b,)
-            for b in seq  # a dropped byte or a placeholder can be any of the five
-        ]
+        options = [lost if b is None or b in (0xFE, 0xFF) else (b,) for b in seq]
+        unknown = [i for i, b in enumerate(seq) if b is None or b in (0xFE, 0xFF)]
         for combo in itertools.product(*options):
             try:
-                found.add(bytes((lead, *combo)).decode("utf-8"))
+                c = bytes((lead, *combo)).decode("utf-8")
             except UnicodeDecodeError:
                 continue
-    return tuple(sorted(found))
+            if c not in found:
+                found[c] = tuple(combo[i] for i in unknown)
+    return tuple(sorted(found.items()))
 
 
 _PAIRS = {"」": "「", "』": "『", "】": "【", "〉": "〈", "》": "《", "）": "（", "”": "“", "’": "‘"}
@@ -393,14 +517,18 @@ _BRACKET_RE = re.compile("[" + "".join(sorted(_BRACKETS)) + "]")
 _SCRIPT_PENALTY = -6.0  # a traditional form in simplified text, or the other way round
 _BRACKET_BONUS = 3.0  # a closing bracket whose opening one is open before it
 
+_Cands = tuple[tuple[str, float], ...]  # (character, log-probability of the bytes it assumes lost)
 
-def _plausible_candidates(model: _CharModel, tok: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Candidates that are not controls/unassigned, and the bracket pairs (openers) they involve."""
-    cached = model.candidates.get(tok)
+
+def _plausible_candidates(model: _CharModel, tok: str, losses: _Losses, cache: dict[str, _Cands]) -> _Cands:
+    """Candidates that are not controls/unassigned, with the penalty for the bytes they assume lost."""
+    cached = cache.get(tok)
     if cached is None:
-        cands = tuple(c for c in _candidates(tok) if model.logp(c) > _LOGP_INVALID)
-        pairs = tuple(sorted({_PAIRS.get(c, c) for c in cands if c in _PAIRS or c in _OPENERS}))
-        cached = model.candidates[tok] = (cands, pairs)
+        cached = cache[tok] = tuple(
+            (c, losses.penalty(fill))
+            for c, fill in _candidates(tok, losses.values)
+            if model.logp(c) > _LOGP_INVALID
+        )
     return cached
 
 
@@ -433,99 +561,103 @@ def _context_logp(c: str, brackets: _Brackets, model: _CharModel, script: str | 
     return adj
 
 
-def _choose(
-    model: _CharModel,
-    options: list[tuple[str, ...]],
-    prev: str | None,
-    nxt: str | None,
-    brackets: _Brackets,
-    script: str | None,
-) -> list[str] | None:
-    """Best characters for consecutive damaged sequences between ``prev`` and ``nxt``.
+def _best_reading(model: _CharModel, cands: list[_Cands]) -> list[str]:
+    """The most probable characters for a stretch of positions, under a word unigram model.
 
-    Viterbi search under the interpolated bigram model: maximises
-    sum log P(c_i | c_i-1) from ``prev`` through the candidates to ``nxt``, plus the
-    context adjustments (script, bracket balance, judged at the group's start).
-    Candidates are sorted and only a strictly better score replaces a path, so ties
-    keep the lower code points.
+    ``cands`` holds the candidates of each position (one for an undamaged character).
+    Viterbi over a word lattice, as a dictionary segmenter does, except that a position
+    may hold several characters: an edge is a dictionary word (or a single character)
+    that one choice of candidates spells, scored by the word's log-probability plus the
+    candidates' penalties; the best path through the stretch gives both the segmentation
+    and the characters. Words are looked up by their simplified form, so traditional text
+    finds its words too (the script penalty keeps the forms apart). Candidates come in
+    code-point order and only a strictly better score replaces a path, so ties keep the
+    lower code points.
     """
-    if any(not cands for cands in options):
-        return None
-
-    def adjust(c: str) -> float:
-        if c in _BRACKETS or c in model.trad_forms or c in model.simp_forms:
-            return _context_logp(c, brackets, model, script)
-        return 0.0
-
-    paths: dict[str, tuple[float, list[str]]] = {
-        c: (model.cond_logp(prev, c) + adjust(c), [c]) for c in options[0]
-    }
-    for cands in options[1:]:
-        step: dict[str, tuple[float, list[str]]] = {}
-        for c in cands:
-            bonus = adjust(c)
-            best: tuple[float, list[str]] | None = None
-            for p, (score, path) in paths.items():
-                total = score + model.cond_logp(p, c) + bonus
-                if best is None or total > best[0]:
-                    best = (total, path)
-            assert best is not None
-            step[c] = (best[0], [*best[1], c])
-        paths = step
-    final: tuple[float, list[str]] | None = None
-    for c, (score, path) in paths.items():
-        total = score + (model.cond_logp(c, nxt) if nxt is not None else 0.0)
-        if final is None or total > final[0]:
-            final = (total, path)
-    assert final is not None
-    return final[1]
+    n = len(cands)
+    words = model.word_logp
+    prefixes = model.word_prefixes
+    simp = model.to_simplified
+    best = [-math.inf] * (n + 1)
+    best[0] = 0.0
+    back: list[tuple[int, tuple[str, ...]]] = [(0, ())] * (n + 1)
+    for i in range(n):
+        base = best[i]
+        frontier: list[tuple[str, float, tuple[str, ...]]] = []
+        for c, pen in cands[i]:
+            score = base + pen + model.single_logp(c)
+            if score > best[i + 1]:
+                best[i + 1] = score
+                back[i + 1] = (i, (c,))
+            key = simp.get(c, c)
+            if key in prefixes:
+                frontier.append((key, base + pen, (c,)))
+        j = i + 1
+        while frontier and j < n:
+            grown: list[tuple[str, float, tuple[str, ...]]] = []
+            for key, score, chars in frontier:
+                for c, pen in cands[j]:
+                    word = key + simp.get(c, c)
+                    lp = words.get(word)
+                    if lp is not None and score + pen + lp > best[j + 1]:
+                        best[j + 1] = score + pen + lp
+                        back[j + 1] = (i, (*chars, c))
+                    if word in prefixes:
+                        grown.append((word, score + pen, (*chars, c)))
+            frontier = grown
+            j += 1
+    out: list[str] = []
+    j = n
+    while j > 0:
+        i, chars = back[j]
+        out[:0] = chars
+        j = i
+    return out
 
 
 def _render(
     parse: _RunParse,
     model: _CharModel | None,
+    losses: _Losses,
     stats: _RepairStats,
     before: str,
     script: str | None,
-    memo: dict[tuple[object, ...], list[str] | None],
+    cache: dict[str, _Cands],
 ) -> str | None:
     """Decoded text of a run, or None when a damaged sequence has no plausible candidate."""
-    out: list[str] = []
-    pieces = parse.pieces
-    brackets: _Brackets | None = None
-    i = 0
-    while i < len(pieces):
-        kind, val = pieces[i]
-        if kind == "text":
-            out.append(val)
-            if brackets is not None:
-                brackets.update(val)
-            i += 1
-            continue
+    if not (parse.broken or parse.lone):
+        text = "".join(val for _, val in parse.pieces)
+    else:
         assert model is not None
-        j = i
-        while j < len(pieces) and pieces[j][0] == "broken":
-            j += 1
-        group = tuple(tok for _, tok in pieces[i:j])  # consecutive damaged sequences
-        if brackets is None:
-            brackets = _Brackets(before + "".join(out))
-        prev = out[-1][-1] if out and out[-1] else (before[-1] if before else None)
-        nxt = pieces[j][1][0] if j < len(pieces) and pieces[j][1] else None
-        options = [_plausible_candidates(model, tok) for tok in group]
-        pairs = tuple(sorted({o for _, ps in options for o in ps}))
-        key = (group, prev, nxt, script, tuple(brackets.open[o] for o in pairs))
-        if key in memo:
-            chosen = memo[key]
-        else:
-            chosen = memo[key] = _choose(model, [c for c, _ in options], prev, nxt, brackets, script)
-        if chosen is None:
-            return None
-        for c in chosen:
-            out.append(c)
-            brackets.update(c)
-        stats.reconstructed += len(chosen)
-        i = j
-    text = "".join(out)
+        cands: list[_Cands] = []
+        damaged: list[int] = []
+        brackets = _Brackets(before)
+        for kind, val in parse.pieces:
+            if kind == "text":
+                cands.extend(((c, 0.0),) for c in val)
+                if _BRACKET_RE.search(val):
+                    brackets.update(val)
+                continue
+            options = _plausible_candidates(model, val, losses, cache)
+            if not options:
+                return None
+            if any(c in _BRACKETS or c in model.trad_forms or c in model.simp_forms for c, _ in options):
+                options = tuple((c, p + _context_logp(c, brackets, model, script)) for c, p in options)
+            damaged.append(len(cands))
+            cands.append(options)
+        chars = [opts[0][0] for opts in cands]
+        k = 0
+        while k < len(damaged):  # windows of _WINDOW characters around damaged ones, merged
+            lo = max(0, damaged[k] - _WINDOW)
+            hi = damaged[k] + _WINDOW + 1
+            while k + 1 < len(damaged) and damaged[k + 1] - _WINDOW <= hi:
+                k += 1
+                hi = damaged[k] + _WINDOW + 1
+            hi = min(hi, len(cands))
+            chars[lo:hi] = _best_reading(model, cands[lo:hi])
+            k += 1
+        stats.reconstructed += len(damaged)
+        text = "".join(chars)
     if _IMPLAUSIBLE_RE.search(text):
         return None
     if len(text) <= 3 and any(unicodedata.category(c) == "Cn" for c in text):
@@ -545,6 +677,14 @@ def _script(model: _CharModel, texts: list[str]) -> str | None:
     return None
 
 
+def _byte_counts(parses: list[_RunParse]) -> dict[int, int]:
+    data = "".join(p.seq for p in parses).encode("latin-1")
+    return {b: data.count(b) for b in range(0x80, 0xC0)}
+
+
+_MIN_DOC_VALID = 20  # complete sequences a document needs before damaged-only lines count as mojibake
+
+
 def _repair_pass(text: str) -> tuple[str, _RepairStats]:
     """One repair pass over every run of cp1252-range characters.
 
@@ -552,7 +692,11 @@ def _repair_pass(text: str) -> tuple[str, _RepairStats]:
     sequences are directly followed by a '?'; otherwise '?' is literal. A run
     is repaired when none of its bytes is impossible in UTF-8 and it holds a
     complete multi-byte sequence, or damaged ones on a line that has complete
-    ones elsewhere.
+    ones elsewhere. In a document that is mostly mojibake, a run of two or more
+    damaged sequences (one with a continuation byte) is repaired on any line:
+    "å„ç§modules" (各种 with both middle bytes lost) has no complete sequence.
+    Which bytes were lost is inferred once for the whole document
+    (``_infer_losses``).
     """
     stats = _RepairStats()
     if not _RUN_RE.search(text):
@@ -575,27 +719,35 @@ def _repair_pass(text: str) -> tuple[str, _RepairStats]:
     if damaged and 2 * sum(p.followed_by_qmark for p in parses) > damaged:
         stats.qmark_mode = True
         parses = runs(_TO_BYTES_Q)
+    parses = [p for p in parses if not p.invalid and p.valid + p.broken]
 
     valid_per_line: Counter[int] = Counter()
     for p in parses:
         valid_per_line[p.line] += p.valid
+    doc_valid = sum(valid_per_line.values())
+    mojibake_chars = sum(p.end - p.start for p in parses if p.valid)
+    mostly_mojibake = doc_valid >= _MIN_DOC_VALID and 2 * mojibake_chars >= _count_non_ascii(text)
     model: _CharModel | None = None
+    losses = _Losses((), ())
     script: str | None = None
-    memo: dict[tuple[object, ...], list[str] | None] = {}
+    cache: dict[str, _Cands] = {}
     out: list[str] = []
     pos = 0
     for p in parses:
-        if p.invalid or p.valid + p.broken == 0:
-            continue
-        if (p.broken or p.lone) and not valid_per_line[p.line]:
+        damaged_only = (p.broken or p.lone) and not valid_per_line[p.line]
+        if damaged_only and not (mostly_mojibake and p.broken and p.broken + p.lone >= 2):
             continue  # damaged sequences alone are no proof of mojibake (café—, naïve)
         if (p.broken or p.lone) and model is None:
             model = _model()
-            model.load_bigrams()
+            model.load_words()
+            losses = _infer_losses(_byte_counts(parses), sum(q.slots for q in parses), model.byte_share())
+            stats.lost = tuple(
+                b for b, lp in zip(losses.values, losses.logp, strict=True) if lp > math.log(0.5)
+            )
             script = _script(model, [text, *(v for q in parses for k, v in q.pieces if k == "text")])
         reconstructed = stats.reconstructed
         before = ("".join(out[-4:]) + text[pos : p.start])[-200:]
-        fixed = _render(p, model, stats, before, script, memo)
+        fixed = _render(p, model, losses, stats, before, script, cache)
         if fixed is None:
             stats.reconstructed = reconstructed
             continue
@@ -622,6 +774,7 @@ def _repair(text: str) -> tuple[str, _RepairStats]:
         total.consumed += stats.consumed
         total.reconstructed += stats.reconstructed
         total.qmark_mode = total.qmark_mode or stats.qmark_mode
+        total.lost = total.lost or stats.lost
     return text, total
 
 
@@ -632,7 +785,8 @@ def repair_mojibake(text: str) -> tuple[str, int]:
     ``(text, 0)`` unchanged when the text is not mojibake. Legitimate Latin-1
     text ("café, naïve, Müller") is left alone: a run of characters is only
     repaired when its bytes form complete UTF-8 sequences, and runs with damaged
-    sequences only on lines that hold complete ones too.
+    sequences only on lines that hold complete ones too (or, in a document that is
+    mostly mojibake, when they hold two damaged sequences or more).
     """
     fixed, stats = _repair(text)
     return fixed, stats.restored
