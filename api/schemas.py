@@ -90,6 +90,13 @@ class SearchResponse(BaseModel):
 # -- ask -------------------------------------------------------------------------------------------
 
 
+class HistoryMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["user", "assistant"]
+    content: str = Field(max_length=1_000_000)
+
+
 class AskRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -97,6 +104,13 @@ class AskRequest(BaseModel):
             "examples": [
                 {"question": "怎样用 docker 在 GPU 上启动 ollama？", "k": 6, "stream": False},
                 {"question": "Which port does Ollama listen on?", "stream": True},
+                {
+                    "question": "它默认监听哪个端口？",
+                    "history": [
+                        {"role": "user", "content": "Ollama 是什么？"},
+                        {"role": "assistant", "content": "Ollama 是本地运行大模型的工具 [1]。"},
+                    ],
+                },
             ]
         },
     )
@@ -116,6 +130,13 @@ class AskRequest(BaseModel):
         "`final` event (the whole answer); `error` if the model fails midway.",
     )
     no_llm: bool = Field(False, description="Do not call the model: answer with the best cited sentences.")
+    history: list[HistoryMessage] = Field(
+        default_factory=list,
+        max_length=200,
+        description="Earlier turns of the conversation, oldest first. A follow-up question is rewritten "
+        "into a standalone one before retrieval (by the model, else by carrying the earlier questions' "
+        "key terms); the answer then carries `rewrite` and a stream starts with a `rewrite` event.",
+    )
 
 
 class Citation(BaseModel):
@@ -249,7 +270,8 @@ class ChatMessage(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    """The OpenAI chat request; the last user message is the question, earlier turns are ignored."""
+    """The OpenAI chat request; the last user message is the question and the messages before it
+    are the conversation it follows up on (system messages are not used)."""
 
     model_config = ConfigDict(
         extra="allow",

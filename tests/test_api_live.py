@@ -103,7 +103,13 @@ def test_a_client_that_disconnects_stops_generation(tmp_path: Path) -> None:
 
 def test_openai_client_chat_and_models(tmp_path: Path) -> None:
     tokens = ["Ollama listens", " on port 11434", " [1]."]
-    with LLMStub({MODEL: 8192}, Script(tokens=tokens)) as stub:
+
+    def responder(body: dict[str, Any]) -> Script:
+        if body["messages"][-1]["content"].endswith("Rewritten question:"):  # the condense call
+            return Script(tokens=[QUESTION])  # a standalone question comes back unchanged
+        return Script(tokens=tokens)
+
+    with LLMStub({MODEL: 8192}, responder) as stub:
         settings = api_settings(tmp_path, stub.url, api_key="sk-test")
         with live_server(settings) as url:
             with openai.OpenAI(base_url=f"{url}/v1", api_key="sk-test", max_retries=0) as client:

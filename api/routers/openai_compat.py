@@ -1,8 +1,12 @@
 """OpenAI-compatible ``POST /v1/chat/completions`` and ``GET /v1/models``, so chat clients can use
 the notes as a model named ``rag``.
 
-The last user message is the question; earlier turns are not used (each answer
-is grounded in freshly retrieved passages). The reply is the cited answer of
+The last user message is the question and the messages before it are the
+conversation: a follow-up ("它默认监听哪个端口？") is rewritten into a standalone
+question before retrieval (:mod:`rag.conversation`), and each answer is grounded
+in passages freshly retrieved for it. When the question was rewritten, the reply
+starts with the rewritten question on its own line (``→ …``), so a chat client
+shows what was searched for. The reply is the cited answer of
 ``/v1/ask`` with its sources appended to the text, since chat clients show only
 the text: ``[1] docker/gpu.md p.2: “quote”``. Streaming sends the answer's
 tokens as ``chat.completion.chunk`` deltas, then the sources, then
@@ -28,9 +32,11 @@ from api.schemas import ChatCompletionRequest, ChatMessage, ModelList
 from api.service import EngineDep, ServiceDep
 from api.serving import ServingEngine
 from api.sse import EventStream, closing_iterator, sse_event
-from rag.answer import Answer, FinalEvent, TokenEvent, answer, answer_stream
+from rag.answer import Answer, FinalEvent, TokenEvent
+from rag.conversation import Rewrite, RewriteEvent, conversation_stream, converse
 from rag.errors import InputError, NotFoundError
 from rag.llm import LLM
+from rag.llm import ChatMessage as Turn
 
 router = APIRouter(tags=["openai"], dependencies=[Depends(require_read)])
 
@@ -77,6 +83,23 @@ def question_of(messages: Sequence[ChatMessage]) -> str:
     raise InputError("the messages contain no user message", hint='add {"role": "user", "content": "..."}')
 
 
+def history_of(messages: Sequence[ChatMessage]) -> list[Turn]:
+    """The user and assistant turns before the last user message (the conversation it follows)."""
+    last = max(i for i, m in enumerate(messages) if m.role == "user")
+    turns: list[Turn] = []
+    for m in messages[:last]:
+        if m.role == "user":
+            turns.append({"role": "user", "content": message_text(m)})
+        elif m.role == "assistant":
+            turns.append({"role": "assistant", "content": message_text(m)})
+    return turns
+
+
+def rewrite_text(rewrite: Rewrite | None) -> str:
+    """The line shown before the answer when the question was rewritten ("" otherwise)."""
+    return f"→ {rewrite.standalone}\n\n" if rewrite is not None and rewrite.changed else ""
+
+
 def sources_text(final: Answer) -> str:
     """The citations as text to append to the answer ("" when nothing is cited)."""
     if not final.citations:
@@ -93,7 +116,12 @@ def _completion_id() -> str:
 
 
 def chat_chunks(
-    engine: ServingEngine, llm: LLM | None, question: str, completion_id: str, created: int
+    engine: ServingEngine,
+    llm: LLM | None,
+    question: str,
+    history: list[Turn],
+    completion_id: str,
+    created: int,
 ) -> Generator[bytes, None, None]:
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
         body = {
@@ -106,9 +134,12 @@ def chat_chunks(
         return sse_event(json.dumps(body, ensure_ascii=False))
 
     started = False
-    with closing_iterator(answer_stream(engine, llm, question)) as events:
+    with closing_iterator(conversation_stream(engine, llm, question, history)) as events:
         for event in events:
-            if isinstance(event, TokenEvent) and event.text:
+            if isinstance(event, RewriteEvent) and event.rewrite.changed:
+                started = True
+                yield chunk({"role": "assistant", "content": rewrite_text(event.rewrite)})
+            elif isinstance(event, TokenEvent) and event.text:
                 delta: dict[str, Any] = {"content": event.text}
                 if not started:
                     delta["role"] = "assistant"
@@ -153,11 +184,14 @@ def chat_completions(body: ChatCompletionRequest, engine: EngineDep, service: Se
     question = check_text(
         ("body", "messages"), question_of(body.messages), service.settings.api.max_question_chars
     )
+    history = history_of(body.messages)
     completion_id, created = _completion_id(), int(time.time())
     if body.stream:
-        return EventStream(chat_chunks(engine, service.llm, question, completion_id, created), sse_error)
-    final = answer(engine, service.llm, question)
-    message = {"role": "assistant", "content": final.text + sources_text(final)}
+        return EventStream(
+            chat_chunks(engine, service.llm, question, history, completion_id, created), sse_error
+        )
+    final, rewrite = converse(engine, service.llm, question, history)
+    message = {"role": "assistant", "content": rewrite_text(rewrite) + final.text + sources_text(final)}
     return JSONResponse(
         {
             "id": completion_id,
@@ -167,5 +201,6 @@ def chat_completions(body: ChatCompletionRequest, engine: EngineDep, service: Se
             "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
             "usage": None,
             "citations": [c.as_dict() for c in final.citations],
+            "rewrite": rewrite.as_dict(),
         }
     )

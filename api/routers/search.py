@@ -18,7 +18,8 @@ from api.service import EngineDep, ServiceDep
 from api.serving import ServingEngine
 from api.sse import EventStream, closing_iterator, sse_event
 from rag.answer import answer, answer_stream
-from rag.llm import LLM
+from rag.conversation import answer_dict, conversation_stream, converse
+from rag.llm import LLM, ChatMessage
 
 router = APIRouter(tags=["search"], dependencies=[Depends(require_read)])
 
@@ -59,10 +60,20 @@ def search(body: SearchRequest, engine: EngineDep, service: ServiceDep) -> Respo
 
 
 def ask_events(
-    engine: ServingEngine, llm: LLM | None, question: str, k: int | None
+    engine: ServingEngine,
+    llm: LLM | None,
+    question: str,
+    k: int | None,
+    history: list[ChatMessage] | None = None,
 ) -> Generator[bytes, None, None]:
-    """The answer's events as SSE: ``token``, ``citations``, ``final``."""
-    with closing_iterator(answer_stream(engine, llm, question, k=k)) as events:
+    """The answer's events as SSE: ``token``, ``citations``, ``final`` (after ``rewrite`` when the
+    question follows up on a ``history``)."""
+    stream = (
+        conversation_stream(engine, llm, question, history, k=k)
+        if history
+        else answer_stream(engine, llm, question, k=k)
+    )
+    with closing_iterator(stream) as events:
         for event in events:
             yield sse_event(_json(event.as_dict()), event.type)
 
@@ -86,11 +97,16 @@ def sse_error(body: dict[str, Any]) -> bytes:
 def ask(body: AskRequest, engine: EngineDep, service: ServiceDep) -> Response:
     """Retrieves chunks, asks the configured model to answer from them only, and checks its
     citations. When the evidence is too weak it says the documents do not say; when the model
-    cannot be reached it answers extractively and says so in `note`."""
+    cannot be reached it answers extractively and says so in `note`. With `history`, the question
+    is first rewritten into a standalone one (shown in `rewrite`)."""
     api = service.settings.api
     question = check_text(("body", "question"), body.question, api.max_question_chars)
     k = check_k(("body", "k"), body.k, api.max_k)
     llm = None if body.no_llm else service.llm
+    history: list[ChatMessage] = [{"role": m.role, "content": m.content} for m in body.history]
     if body.stream:
-        return EventStream(ask_events(engine, llm, question, k), sse_error)
+        return EventStream(ask_events(engine, llm, question, k, history), sse_error)
+    if history:
+        final, rewrite = converse(engine, llm, question, history, k=k)
+        return JSONResponse(answer_dict(final, rewrite))
     return JSONResponse(answer(engine, llm, question, k=k).as_dict())
