@@ -7,8 +7,9 @@ Two modes:
     markdown chunker can build heading paths: lines set clearly larger than the document's body
     size become ``#``/``##``/... headings (largest size first), short stand-alone bold lines at
     body size become the next level down, monospaced runs become fenced code blocks, ruled tables
-    (found with ``page.find_tables()``, only where the page's vector graphics can hold a grid)
-    become markdown tables in place of their cell text. Soft line breaks inside a paragraph are
+    (found from the page's vector rules, where at least three horizontal and three vertical rules
+    touch, their cells filled from the text already read for the page) become markdown tables in
+    place of their cell text. Soft line breaks inside a paragraph are
     joined: with nothing between two CJK characters, with a space otherwise; nothing is
     de-hyphenated. Blocks keep PyMuPDF's reading order (the order of the content stream).
 
@@ -33,6 +34,7 @@ Not thread-safe: MuPDF's message switches and message store are process-wide.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import re
 from collections import Counter
@@ -313,6 +315,9 @@ class _Line:
     y0: float
     x1: float
     y1: float
+    # (x0, y0, x1, y1, text, (block, line, span) index in the page's text dict); kept only until
+    # the page's tables are built, then dropped
+    spans: list[tuple[float, float, float, float, str, tuple[int, int, int]]] = field(default_factory=list)
 
     @property
     def center(self) -> tuple[float, float]:
@@ -351,9 +356,12 @@ def _text_pages(pymupdf: Any, doc: pymupdf.Document, *, tables: bool) -> tuple[l
             page_data.blocks = _read_lines(textpage.extractDICT())
             if tables:
                 try:
-                    page_data.tables = _find_tables(page, flags)
+                    page_data.tables = _find_tables(page, page_data.blocks, _RawChars(textpage), flags)
                 except Exception:  # the table module failing must not cost the page its text
                     status.table_error = True
+            for block in page_data.blocks:
+                for line in block:
+                    line.spans = []  # only the table cells needed them
             for block in page_data.blocks:
                 for line in block:
                     status.chars += line.chars
@@ -371,11 +379,11 @@ def _text_pages(pymupdf: Any, doc: pymupdf.Document, *, tables: bool) -> tuple[l
 
 def _read_lines(page_dict: dict[str, Any]) -> list[list[_Line]]:
     blocks: list[list[_Line]] = []
-    for block in page_dict.get("blocks", []):
+    for b, block in enumerate(page_dict.get("blocks", [])):
         if block.get("type", 0) != 0:
             continue
         lines: list[_Line] = []
-        for line in block.get("lines", []):
+        for ln, line in enumerate(block.get("lines", [])):
             spans = line.get("spans", [])
             text = "".join(s["text"] for s in spans)
             if not text.strip():
@@ -409,6 +417,7 @@ def _read_lines(page_dict: dict[str, Any]) -> list[list[_Line]]:
                     y0=y0,
                     x1=x1,
                     y1=y1,
+                    spans=[(*s["bbox"], s["text"], (b, ln, k)) for k, s in enumerate(spans)],
                 )
             )
         if lines:
@@ -417,100 +426,362 @@ def _read_lines(page_dict: dict[str, Any]) -> list[list[_Line]]:
 
 
 # --- "text" mode: tables -------------------------------------------------------------------------
+#
+# Ruled tables are found from the page's vector paths, with the text already read for the page:
+# rule pieces -> rules (snapped and joined) -> crossing points -> cells -> grids of cells -> the
+# text of each cell taken from the page's spans. A page pays for one ``get_cdrawings`` call and,
+# when its rules can hold a grid, some arithmetic on the rules; PyMuPDF's ``find_tables`` (which
+# builds a Python list of every character of the area, per call) runs only on rotated pages.
+
+TABLE_SNAP = 3.0  # rules closer than this (points) are one rule
+TABLE_JOIN = 3.0  # collinear pieces with a gap up to this are one rule
+TABLE_MIN_RULE = 3.0  # shorter pieces are not rules
+TABLE_CROSS = 3.0  # a rule ending this close to another still meets it
+TABLE_MAX_PIECES = 6000  # more rule pieces than this on a page: a drawing, not a table
+
+_Rule = tuple[float, float, float]  # position across, start along, end along
+_Cell = tuple[float, float, float, float]
 
 
-def _grid_regions(page: pymupdf.Page) -> list[tuple[float, float, float, float]]:
-    """Regions of the page whose horizontal and vertical rules could form a table grid.
+def _rule_pieces(
+    drawings: Sequence[dict[str, Any]], width: float, height: float
+) -> tuple[list[_Rule], list[_Rule]]:
+    """Horizontal ``(y, x0, x1)`` and vertical ``(x, y0, y1)`` pieces of ruling in a page's
+    vector paths: straight lines, thin rectangles (rules drawn as fills) and the sides of other
+    rectangles and quads (cell borders, cell backgrounds), cut to the page."""
+    hs: list[_Rule] = []
+    vs: list[_Rule] = []
 
-    ``find_tables`` costs ~0.2 s on a full page of text (it builds a per-character list in
-    Python), so it only runs clipped to these regions: pages without ruled grids cost one
-    ``get_cdrawings`` call (~2 ms).
-    """
-    segments: list[tuple[float, float, float, float, bool]] = []  # x0, y0, x1, y1, horizontal
-    for path in page.get_cdrawings():
-        for item in path.get("items", ()):
+    def add(ax: float, ay: float, bx: float, by: float) -> None:
+        if ay == by:
+            x0, x1 = max(min(ax, bx), 0.0), min(max(ax, bx), width)
+            if x1 > x0 and 0 <= ay <= height:
+                hs.append((ay, x0, x1))
+        elif abs(ax - bx) <= TABLE_SNAP:
+            y0, y1 = max(min(ay, by), 0.0), min(max(ay, by), height)
+            x = min(ax, bx)
+            if y1 > y0 and 0 <= x <= width:
+                vs.append((x, y0, y1))
+
+    for path in drawings:
+        items = path.get("items", ())
+        for item in items:
             kind = item[0]
             if kind == "l":
                 (ax, ay), (bx, by) = item[1], item[2]
-                if abs(ay - by) < 1 and abs(ax - bx) >= 3:
-                    segments.append((min(ax, bx), ay, max(ax, bx), ay, True))
-                elif abs(ax - bx) < 1 and abs(ay - by) >= 3:
-                    segments.append((ax, min(ay, by), ax, max(ay, by), False))
+                add(ax, ay, bx, by)
             elif kind == "re":
-                x0, y0, x1, y1 = item[1]
-                w, h = abs(x1 - x0), abs(y1 - y0)
-                if w < 3 <= h:
-                    segments.append((x0, y0, x1, y1, False))
-                elif h < 3 <= w:
-                    segments.append((x0, y0, x1, y1, True))
-                elif w >= 3 and h >= 3:
-                    segments += [(x0, y0, x1, y0, True), (x0, y1, x1, y1, True)]
-                    segments += [(x0, y0, x0, y1, False), (x1, y0, x1, y1, False)]
-    if sum(s[4] for s in segments) < 3 or sum(not s[4] for s in segments) < 3:
-        return []
-    if len(segments) > 3000:  # a vector drawing, not a table grid: look at the whole page once
-        return [tuple(page.rect)]
-    # Group segments that touch (within 2 pt) into clusters.
-    clusters: list[list[float]] = []  # x0, y0, x1, y1, n_horizontal, n_vertical
+                ax, ay, bx, by = item[1]
+                x0, x1 = min(ax, bx), max(ax, bx)
+                y0, y1 = min(ay, by), max(ay, by)
+                w, h = x1 - x0, y1 - y0
+                if w <= TABLE_MIN_RULE and w < h:  # a vertical rule drawn as a thin rectangle
+                    add((x0 + x1) / 2, y0, (x0 + x1) / 2, y1)
+                elif h <= TABLE_MIN_RULE and h < w:
+                    add(x0, (y0 + y1) / 2, x1, (y0 + y1) / 2)
+                elif w > 0 or h > 0:
+                    add(x0, y0, x0, y1)
+                    add(x0, y1, x1, y1)
+                    add(x1, y1, x1, y0)
+                    add(x1, y0, x0, y0)
+            elif kind == "qu":
+                ul, ur, ll, lr = item[1]
+                for (ax, ay), (bx, by) in ((ul, ll), (ll, lr), (lr, ur), (ur, ul)):
+                    add(ax, ay, bx, by)
+        if path.get("closePath") and items and items[0][0] == "l" and items[-1][0] == "l":
+            (ax, ay), (bx, by) = items[-1][2], items[0][1]
+            add(ax, ay, bx, by)
+    return hs, vs
+
+
+def _ruled_regions(hs: list[_Rule], vs: list[_Rule]) -> list[_Cell]:
+    """Areas where at least three horizontal and three vertical rules touch one another (within
+    2 points): the only places a ruled grid of two rows and two columns can be."""
     tol = 2.0
-    for x0, y0, x1, y1, horizontal in sorted(segments, key=lambda s: (s[1], s[0])):
-        hit = [
-            c
-            for c in clusters
-            if x0 <= c[2] + tol and c[0] - tol <= x1 and y0 <= c[3] + tol and c[1] - tol <= y1
-        ]
+    pieces = [(x0, y, x1, y, True) for y, x0, x1 in hs if x1 - x0 >= TABLE_MIN_RULE]
+    pieces += [(x, y0, x, y1, False) for x, y0, y1 in vs if y1 - y0 >= TABLE_MIN_RULE]
+    if sum(p[4] for p in pieces) < 3 or sum(not p[4] for p in pieces) < 3:
+        return []
+    clusters: list[list[float]] = []  # x0, y0, x1, y1, n_horizontal, n_vertical
+    for x0, y0, x1, y1, horizontal in sorted(pieces, key=lambda s: (s[1], s[0])):
         merged = [x0, y0, x1, y1, float(horizontal), float(not horizontal)]
-        for c in hit:
-            clusters.remove(c)
-            merged = [
-                min(merged[0], c[0]),
-                min(merged[1], c[1]),
-                max(merged[2], c[2]),
-                max(merged[3], c[3]),
-                merged[4] + c[4],
-                merged[5] + c[5],
-            ]
-        clusters.append(merged)
-    return [(c[0] - 2, c[1] - 2, c[2] + 2, c[3] + 2) for c in clusters if c[4] >= 3 and c[5] >= 3]
+        keep: list[list[float]] = []
+        for c in clusters:
+            if x0 <= c[2] + tol and c[0] - tol <= x1 and y0 <= c[3] + tol and c[1] - tol <= y1:
+                merged = [
+                    min(merged[0], c[0]),
+                    min(merged[1], c[1]),
+                    max(merged[2], c[2]),
+                    max(merged[3], c[3]),
+                    merged[4] + c[4],
+                    merged[5] + c[5],
+                ]
+            else:
+                keep.append(c)
+        keep.append(merged)
+        clusters = keep
+    return [(c[0] - tol, c[1] - tol, c[2] + tol, c[3] + tol) for c in clusters if c[4] >= 3 and c[5] >= 3]
 
 
-def _find_tables(page: pymupdf.Page, flags: int) -> list[_Table]:
+def _clip_pieces(pieces: list[_Rule], regions: list[_Cell], *, horizontal: bool) -> list[_Rule]:
+    """The parts of ``pieces`` inside ``regions``."""
+    out: list[_Rule] = []
+    for pos, a, b in pieces:
+        for x0, y0, x1, y1 in regions:
+            lo, hi, across_lo, across_hi = (x0, x1, y0, y1) if horizontal else (y0, y1, x0, x1)
+            if across_lo <= pos <= across_hi and a <= hi and b >= lo:
+                out.append((pos, max(a, lo), min(b, hi)))
+    return out
+
+
+def _outline_pieces(
+    drawings: Sequence[dict[str, Any]], blocks: list[list[_Line]], hs: list[_Rule], vs: list[_Rule]
+) -> None:
+    """Add the outline of each group of touching vector paths that holds text to ``hs`` and
+    ``vs``: a table drawn as shaded cells, or with rules between its rows only, is closed by
+    the outline of its shading (as PyMuPDF's own table finder does)."""
+    rects = sorted((tuple(p["rect"]) for p in drawings), key=lambda r: (r[3], r[0]))
+    snap = TABLE_SNAP
+    outlines: list[list[float]] = []
+    while rects:
+        box = list(rects.pop(0))
+        grown = True
+        while grown:
+            grown = False
+            keep = []
+            for r in rects:
+                if (
+                    r[0] <= box[2] + snap
+                    and box[0] <= r[2] + snap
+                    and r[1] <= box[3] + snap
+                    and box[1] <= r[3] + snap
+                ):
+                    box = [min(box[0], r[0]), min(box[1], r[1]), max(box[2], r[2]), max(box[3], r[3])]
+                    grown = True
+                else:
+                    keep.append(r)
+            rects = keep
+        outlines.append(box)
+    spans = [s for block in blocks for line in block for s in line.spans if s[4].strip()]
+    for x0, y0, x1, y1 in outlines:
+        if x1 - x0 < TABLE_MIN_RULE or y1 - y0 < TABLE_MIN_RULE:
+            continue
+        if any(x0 <= s[0] and s[2] <= x1 and y0 <= s[1] and s[3] <= y1 for s in spans):
+            hs += [(y0, x0, x1), (y1, x0, x1)]
+            vs += [(x0, y0, y1), (x1, y0, y1)]
+
+
+def _merge_rules(pieces: list[_Rule]) -> list[_Rule]:
+    """Pieces within :data:`TABLE_SNAP` of each other across move to their mean position; pieces
+    on one line with gaps up to :data:`TABLE_JOIN` become one rule; short rules are dropped."""
+    pieces = sorted(pieces)
+    snapped: list[_Rule] = []
+    group: list[_Rule] = []
+    for piece in [*pieces, None]:
+        if group and (piece is None or piece[0] > group[-1][0] + TABLE_SNAP):
+            pos = sum(p[0] for p in group) / len(group)
+            snapped += [(pos, p[1], p[2]) for p in group]
+            group = []
+        if piece is not None:
+            group.append(piece)
+    rules: list[_Rule] = []
+    for pos, same_line in itertools.groupby(sorted(snapped), key=lambda r: r[0]):
+        start = end = None
+        for _, a, b in same_line:  # sorted by start
+            if start is not None and end is not None and a <= end + TABLE_JOIN:
+                end = max(end, b)
+                continue
+            if start is not None and end is not None and end - start >= TABLE_MIN_RULE:
+                rules.append((pos, start, end))
+            start, end = a, b
+        if start is not None and end is not None and end - start >= TABLE_MIN_RULE:
+            rules.append((pos, start, end))
+    return rules
+
+
+def _grids(hs: list[_Rule], vs: list[_Rule]) -> list[list[list[_Cell | None]]]:
+    """Tables formed by horizontal rules ``hs`` and vertical rules ``vs``, each as rows of cells
+    (one slot per distinct left edge of a cell; ``None`` where a cell spans or is missing).
+
+    A cell is the smallest rectangle whose four corners are crossings joined by rules along its
+    sides; cells sharing a corner belong to one table; a table needs two rows and two columns.
+    """
+    # Crossing points, each with the rules through it.
+    through: dict[tuple[float, float], tuple[set[int], set[int]]] = {}
+    vs_sorted = sorted(range(len(vs)), key=lambda i: vs[i][0])
+    v_xs = [vs[i][0] for i in vs_sorted]
+    for hi, (y, x0, x1) in enumerate(hs):
+        lo = bisect.bisect_left(v_xs, x0 - TABLE_CROSS)
+        hi_end = bisect.bisect_right(v_xs, x1 + TABLE_CROSS)
+        for vi in vs_sorted[lo:hi_end]:
+            x, y0, y1 = vs[vi]
+            if y0 - TABLE_CROSS <= y <= y1 + TABLE_CROSS:
+                h_set, v_set = through.setdefault((x, y), (set(), set()))
+                h_set.add(hi)
+                v_set.add(vi)
+    if len(through) < 9:  # fewer crossings than a 2 x 2 grid has
+        return []
+    columns: dict[float, list[float]] = {}  # x -> ys of crossings on it
+    rows: dict[float, list[float]] = {}  # y -> xs of crossings on it
+    for x, y in sorted(through):
+        columns.setdefault(x, []).append(y)
+        rows.setdefault(y, []).append(x)
+    for xs in rows.values():
+        xs.sort()
+
+    def joined_v(a: tuple[float, float], b: tuple[float, float]) -> bool:
+        return not through[a][1].isdisjoint(through[b][1])
+
+    def joined_h(a: tuple[float, float], b: tuple[float, float]) -> bool:
+        return not through[a][0].isdisjoint(through[b][0])
+
+    cells: list[_Cell] = []
+    for x, ys in columns.items():
+        row_xs_cache = rows
+        for k, y in enumerate(ys):
+            top_left = (x, y)
+            right = [(rx, y) for rx in row_xs_cache[y] if rx > x]
+            found = False
+            for by in ys[k + 1 :]:
+                below = (x, by)
+                if not joined_v(top_left, below):
+                    continue
+                for top_right in right:
+                    if not joined_h(top_left, top_right):
+                        continue
+                    bottom_right = (top_right[0], by)
+                    if (
+                        bottom_right in through
+                        and joined_h(bottom_right, below)
+                        and joined_v(bottom_right, top_right)
+                    ):
+                        cells.append((x, y, top_right[0], by))
+                        found = True
+                        break
+                if found:
+                    break
+
+    # Cells sharing a corner form one table.
+    parent = list(range(len(cells)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    corner_owner: dict[tuple[float, float], int] = {}
+    for i, (x0, y0, x1, y1) in enumerate(cells):
+        for corner in ((x0, y0), (x0, y1), (x1, y0), (x1, y1)):
+            j = corner_owner.setdefault(corner, i)
+            if j != i:
+                parent[find(i)] = find(j)
+    groups: dict[int, list[_Cell]] = {}
+    for i, cell in enumerate(cells):
+        groups.setdefault(find(i), []).append(cell)
+
+    tables: list[list[list[_Cell | None]]] = []
+    for group in sorted(groups.values(), key=lambda g: min((c[1], c[0]) for c in g)):
+        lefts = sorted({c[0] for c in group})
+        if len(lefts) < 2 or len({c[2] for c in group}) < 2:
+            continue
+        grid: list[list[_Cell | None]] = []
+        for _, row_cells in itertools.groupby(sorted(group, key=lambda c: (c[1], c[0])), key=lambda c: c[1]):
+            by_left = {c[0]: c for c in row_cells}
+            grid.append([by_left.get(x) for x in lefts])
+        if len(grid) >= 2:
+            tables.append(grid)
+    return tables
+
+
+def _find_tables(page: pymupdf.Page, blocks: list[list[_Line]], raw: _RawChars, flags: int) -> list[_Table]:
+    """The ruled tables of ``page`` as markdown, their cells' text taken from ``blocks``."""
+    if page.rotation:
+        return _find_tables_mupdf(page, flags)
+    width, height = page.rect.width, page.rect.height
+    drawings = page.get_cdrawings()
+    hs, vs = _rule_pieces(drawings, width, height)
+    # Pre-filter: a grid of two rows and two columns has three rules each way, touching.
+    if len(hs) < 3 or len(vs) < 3 or len(hs) + len(vs) > TABLE_MAX_PIECES:
+        return []
+    regions = _ruled_regions(hs, vs)
+    if not regions:
+        return []
+    _outline_pieces(drawings, blocks, hs, vs)
+    h_rules = _merge_rules(_clip_pieces(hs, regions, horizontal=True))
+    v_rules = _merge_rules(_clip_pieces(vs, regions, horizontal=False))
+    if len(h_rules) < 3 or len(v_rules) < 3:
+        return []
     found: list[_Table] = []
-    for clip in _grid_regions(page):
-        try:
-            finder = page.find_tables(clip=clip, strategy="lines", use_layout=False)
-        except TypeError:  # PyMuPDF before the layout analyser existed
-            finder = page.find_tables(clip=clip, strategy="lines")
-        for table in finder.tables:
-            markdown = _table_markdown(page, table, flags)
-            if markdown:
-                found.append(_Table(bbox=tuple(table.bbox), markdown=markdown))
+    for grid in _grids(h_rules, v_rules):
+        cells = [c for row in grid for c in row if c is not None]
+        bbox = (
+            min(c[0] for c in cells),
+            min(c[1] for c in cells),
+            max(c[2] for c in cells),
+            max(c[3] for c in cells),
+        )
+        markdown = _grid_markdown(grid, _cell_lines(grid, bbox, blocks, raw))
+        if markdown:
+            found.append(_Table(bbox=bbox, markdown=markdown))
     return found
 
 
-def _table_markdown(page: pymupdf.Page, table: Any, flags: int) -> str:
-    """A GitHub markdown table built from the cell rectangles; the first row is the header.
+class _RawChars:
+    """The characters of one page's spans, read from its text page only when first needed."""
 
-    Each character of the table area goes to the cell holding its centre. (The table module's own
-    cell text drops the spaces between Chinese and Latin runs, and ``TextPage.extractTextbox``
-    walks every character of the page once per cell.)
-    """
-    grid: list[list[tuple[float, float, float, float] | None]] = [list(row.cells) for row in table.rows]
+    def __init__(self, textpage: Any) -> None:
+        self.textpage = textpage
+        self.blocks: list[dict[str, Any]] | None = None
+
+    def chars(self, key: tuple[int, int, int]) -> list[dict[str, Any]]:
+        if self.blocks is None:
+            self.blocks = self.textpage.extractRAWDICT()["blocks"]
+        b, ln, s = key
+        return list(self.blocks[b]["lines"][ln]["spans"][s]["chars"])
+
+
+def _cell_lines(
+    grid: list[list[_Cell | None]],
+    bbox: _Cell,
+    blocks: list[list[_Line]],
+    raw: _RawChars,
+) -> dict[tuple[int, int], list[str]]:
+    """The text of each cell, one string per text line: each character goes to the cell holding
+    its centre. A span that fits inside one cell goes there whole; only a span that crosses a
+    cell border is read character by character."""
+    x0, y0, x1, y1 = bbox
+    cell_lines: dict[tuple[int, int], list[str]] = {}
+    for block in blocks:
+        for line in block:
+            if line.x1 < x0 or line.x0 > x1 or line.y1 < y0 or line.y0 > y1:
+                continue
+            parts: dict[tuple[int, int], list[str]] = {}
+            for sx0, sy0, sx1, sy1, text, key in line.spans:
+                cy = (sy0 + sy1) / 2
+                where = _cell_at(grid, (sx0 + sx1) / 2, cy)
+                if where is not None:
+                    cell = grid[where[0]][where[1]]
+                    assert cell is not None
+                    if cell[0] <= sx0 and sx1 <= cell[2]:
+                        parts.setdefault(where, []).append(text)
+                        continue
+                for ch in raw.chars(key):
+                    cx0, cy0, cx1, cy1 = ch["bbox"]
+                    at = _cell_at(grid, (cx0 + cx1) / 2, (cy0 + cy1) / 2)
+                    if at is not None:
+                        parts.setdefault(at, []).append(ch["c"])
+            for where, texts in parts.items():
+                cell_lines.setdefault(where, []).append("".join(texts))
+    return cell_lines
+
+
+def _grid_markdown(
+    grid: Sequence[Sequence[_Cell | None]], cell_lines: dict[tuple[int, int], list[str]]
+) -> str:
+    """A GitHub markdown table; the first row is the header. Empty when no cell holds text."""
     if len(grid) < 2 or max(len(r) for r in grid) < 2:
         return ""
-    cell_lines: dict[tuple[int, int], list[str]] = {}
-    raw = page.get_text("rawdict", clip=table.bbox, flags=flags)
-    for block in raw.get("blocks", []):
-        for line in block.get("lines", []):
-            parts: dict[tuple[int, int], list[str]] = {}
-            for span in line.get("spans", []):
-                for ch in span.get("chars", []):
-                    x0, y0, x1, y1 = ch["bbox"]
-                    key = _cell_at(grid, (x0 + x1) / 2, (y0 + y1) / 2)
-                    if key is not None:
-                        parts.setdefault(key, []).append(ch["c"])
-            for key, chars in parts.items():
-                cell_lines.setdefault(key, []).append("".join(chars))
     rows = [
         [_join_lines(cell_lines.get((r, c), [])).replace("|", "\\|") for c in range(len(row))]
         for r, row in enumerate(grid)
@@ -524,9 +795,38 @@ def _table_markdown(page: pymupdf.Page, table: Any, flags: int) -> str:
     return "\n".join(out)
 
 
-def _cell_at(
-    grid: list[list[tuple[float, float, float, float] | None]], x: float, y: float
-) -> tuple[int, int] | None:
+def _find_tables_mupdf(page: pymupdf.Page, flags: int) -> list[_Table]:
+    """PyMuPDF's own table finder (for rotated pages, whose drawings and text use different
+    coordinates), the cells' text read from the table area."""
+    found: list[_Table] = []
+    try:
+        finder = page.find_tables(strategy="lines", use_layout=False)
+    except TypeError:  # PyMuPDF before the layout analyser existed
+        finder = page.find_tables(strategy="lines")
+    for table in finder.tables:
+        grid: list[list[_Cell | None]] = [list(row.cells) for row in table.rows]
+        if len(grid) < 2 or max(len(r) for r in grid) < 2:
+            continue
+        cell_lines: dict[tuple[int, int], list[str]] = {}
+        raw = page.get_text("rawdict", clip=table.bbox, flags=flags)
+        for block in raw.get("blocks", []):
+            for line in block.get("lines", []):
+                parts: dict[tuple[int, int], list[str]] = {}
+                for span in line.get("spans", []):
+                    for ch in span.get("chars", []):
+                        x0, y0, x1, y1 = ch["bbox"]
+                        key = _cell_at(grid, (x0 + x1) / 2, (y0 + y1) / 2)
+                        if key is not None:
+                            parts.setdefault(key, []).append(ch["c"])
+                for key, chars in parts.items():
+                    cell_lines.setdefault(key, []).append("".join(chars))
+        markdown = _grid_markdown(grid, cell_lines)
+        if markdown:
+            found.append(_Table(bbox=tuple(table.bbox), markdown=markdown))
+    return found
+
+
+def _cell_at(grid: Sequence[Sequence[_Cell | None]], x: float, y: float) -> tuple[int, int] | None:
     for r, row in enumerate(grid):
         for c, cell in enumerate(row):
             if cell is not None and cell[0] <= x <= cell[2] and cell[1] <= y <= cell[3]:
