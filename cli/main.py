@@ -252,12 +252,14 @@ def documents(settings: Settings, as_json: bool) -> None:
 def _register() -> None:
     from cli.ask import ask_cmd
     from cli.audit_cmd import audit_cmd
+    from cli.chat_cmd import chat_cmd
     from cli.eval_cmd import eval_cmd
     from cli.graph_cmd import graph_group
     from cli.serve import serve_cmd
 
     cli.add_command(eval_cmd)
     cli.add_command(ask_cmd)
+    cli.add_command(chat_cmd)
     cli.add_command(serve_cmd)
     cli.add_command(graph_group)
     cli.add_command(audit_cmd)

@@ -28,7 +28,7 @@ from rag.errors import InputError
 from rag.llm import clear_context_cache
 from rag.llm.base import ChatMessage
 from rag.llm.ollama import OllamaLLM
-from rag.settings import LLMSettings, Settings
+from rag.settings import AnswerSettings, LLMSettings, Settings
 from tests.answer_corpus import index_notes
 from tests.ollama_stub import LLMStub, Script, closed_port
 
@@ -47,6 +47,9 @@ ABOUT_NGINX: list[ChatMessage] = [
     {"role": "assistant", "content": "Nginx 是一个反向代理服务器 [1]。"},
 ]
 FOLLOW_UP = "它默认监听哪个端口？"
+ALWAYS = AnswerSettings.model_validate(
+    {"min_evidence": 0.0}
+)  # no refusal on weak evidence: these tests are about the turns
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +184,7 @@ def test_follow_up_is_answered_about_what_it_refers_to(engine: Engine) -> None:
         "nginx.md",
     }  # a tie: "它" names nothing
     for history, source in ((ABOUT_OLLAMA, "ollama.md"), (ABOUT_NGINX, "nginx.md")):
-        final, rewrite = converse(engine, None, FOLLOW_UP, history)
+        final, rewrite = converse(engine, None, FOLLOW_UP, history, settings=ALWAYS)
         assert rewrite.method == "terms"
         assert final.hits[0].chunk.source == source
         assert final.question == rewrite.standalone
@@ -197,7 +200,7 @@ def test_conversation_stream_events_with_the_stub_model(engine: Engine) -> None:
 
     with LLMStub({MODEL: 4096}, responder) as stub:
         llm = ollama(stub.url)
-        events = list(conversation_stream(engine, llm, FOLLOW_UP, ABOUT_NGINX))
+        events = list(conversation_stream(engine, llm, FOLLOW_UP, ABOUT_NGINX, settings=ALWAYS))
         llm.close()
         assert len(stub.chats()) == 2
     assert isinstance(events[0], RewriteEvent) and events[0].rewrite.standalone == "Nginx 默认监听哪个端口？"
