@@ -6,6 +6,7 @@ not look like a leaked credential to secret scanners.
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 import string
@@ -14,7 +15,8 @@ from collections import Counter
 
 import pytest
 
-from ingest.secrets import PLACEHOLDER, redact
+from ingest.secrets import PLACEHOLDER, REDACTOR_VERSION, find_secrets, redact
+from tests.secrets_corpus import build_corpus, unmark
 
 # -- made-up secrets ---------------------------------------------------------------------------------------
 
@@ -162,6 +164,50 @@ POSITIVE: list[tuple[str, str, tuple[str, ...]]] = [
         f'\\n-----END {PK}»\\n", "client_email": "bot@proj.iam.gserviceaccount.com"}}',
         ("private_key",),
     ),
+    # -- credentials marked only by their context (label and spaces, login command, section, table) --
+    (
+        "minio-spaces",
+        "Access Key  «Q3AM3UQ867SPQQA43P2F»\nSecret Key  «zuf+tfteSlswRu7BJ86wekitnifILbZam1KYY3TG»",
+        ("api_key", "api_key"),
+    ),
+    ("minio-tab-camel", "AccessKey\t«Q3AM3UQ867SPQQA43P2F»", ("api_key",)),
+    ("minio-table", "| Secret Key | «zuf+tfteSlswRu7BJ86wekitnifILbZam1KYY3TG» |", ("api_key",)),
+    ("en-password-space", "测试库 password «123456»，不要外传", ("password",)),
+    ("en-password-upper", "PASSWORD   «Tr0ub4dor&3»", ("password",)),
+    ("en-pass-comma", "default login admin, pass «88888888»", ("password",)),
+    ("zh-login-space", "登录密码 «Abc#2023@pro»", ("password",)),
+    ("zh-product-space", "Grafana 密码 «Zk8Lp2Mq9Xr4Vn7B»", ("password",)),
+    ("zh-fullwidth-space", "数据库密码\u3000«Qwer1234!»", ("password",)),
+    ("zh-corner-quotes", "初始密码「«P@ssw0rd2024»」，首次登录后修改", ("password",)),
+    ("zh-no-separator", "root密码«Admin@123»", ("password",)),
+    ("zh-then-label", "密码 «Adm1n888» 用户名 admin", ("password",)),
+    (
+        "ssh-hosts-in-a-row",
+        "ssh -p 30889 root@10.8.0.12\n\n«K8m#pQ2zLx9w»\n\nssh -p 30890 root@10.8.0.13\n\n«x6vmSqS3TYLr»\n",
+        ("password", "password"),
+    ),
+    ("ssh-port-after", "ssh root@gpu-node03.lab.internal -p 2222\n«uzGfRES3@hANDK»", ("password",)),
+    ("mysql-prompt-next-line", "mysql -h 10.0.0.8 -u root -p\n«Admin888!pro»", ("password",)),
+    ("docker-login-next-line", "docker login registry.example.cn -u admin\n«9y!wiGrt^^B2»", ("password",)),
+    ("su-next-line", "su - root\n«123456»", ("password",)),
+    ("user-then-token", "用户名：admin\n«Xk29#mmq»", ("password",)),
+    ("account-then-bullet", "账号 zhangsan\n- «pass_123pro»", ("password",)),
+    ("password-label-alone", "密码：\n«qwe123»", ("password",)),
+    ("section-pairs", "## 账号密码\n\nadmin  «Abc#2023»\nroot / «R00t!pw»\n", ("password", "password")),
+    ("section-bold", "**用户名密码**\ndev：«Dev@2024»", ("password",)),
+    (
+        "table-password-column",
+        "| 主机 | 用户 | 密码 |\n|---|---|---|\n| 10.0.0.3 | root | «Abc#123» |\n| 10.0.0.4 | ops | «123456» |",
+        ("password", "password"),
+    ),
+    ("docker-login-p", "docker login -u admin -p «dckr2024Xy» registry.example.cn", ("password",)),
+    ("mongo-p", "mongo -u admin -p «M0ngo!pw» --authenticationDatabase admin", ("password",)),
+    ("lftp-u", "lftp -u ops,«Ft9#pass» sftp://10.0.0.9", ("password",)),
+    (
+        "docker-e-password-percent",
+        "docker run -e MYSQL_ROOT_PASSWORD=«%+Cw+5Ta.eTZWZ*W» mysql:8",
+        ("password",),
+    ),
 ]
 
 
@@ -265,6 +311,29 @@ NEGATIVE: list[str] = [
     "密钥：在控制台的「安全设置」里生成，令牌: 每小时刷新一次",
     "gpg --recv-key 3AA5C34371567BD2",
     '"password": "Password is required",\n"passwordHint": "至少 8 位"',
+    # -- strings people search for, next to the context rules --
+    "docker start 7aa4b3c2d1e0 && docker exec -it 7aa4b3c2d1e0 bash",
+    "docker commit 4f2c9a1b8e7d0c3f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f myimage:v2",
+    "git cherry-pick 3f9a8c2b7d1e4f6a9b0c5d2e8f1a7b3c4d5e6f70",
+    "sha256sum model.gguf\n9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08  model.gguf",
+    "ollama run qwen2.5:7b-instruct\nollama pull bge-m3\nLlama-3-8B 需要 16G 显存",
+    "http://10.0.0.5:11434/v1/chat/completions，端口 11434，版本 0.6.3",
+    "pip install -U vllm==0.6.3 -i https://pypi.tuna.tsinghua.edu.cn/simple\nconda activate py310",
+    "ssh -p 30889 root@10.8.0.12\n\nnvidia-smi\n\ncd /data/models",
+    "ssh root@10.8.0.12\npython3",
+    "ssh root@10.8.0.12 -p 2222\nhtop",
+    "mysql -h 10.0.0.8 -u root -p\nshow databases;",
+    "用户名：admin\n登录后先改密码。",
+    "## 账号密码\n\n账号密码统一放在公司的密码管理器里，这里不记录。",
+    "### Accounts\n\nsee wiki\n",
+    "password reset\npassword manager",
+    "The password must contain 8 characters.",
+    "修改 root 密码用 passwd 命令，密码 MD5 加密后存储。",
+    "color: #1f2937; request_id: 123e4567-e89b-42d3-a456-426614174000",
+    "caBundle: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUM=",
+    "| 模型 | key | 说明 |\n|---|---|---|\n| bge-m3 | embed | 向量 |",
+    "token 4096 个，secret sauce",
+    "Access Key ID 在控制台里创建",
 ]
 
 
@@ -383,6 +452,25 @@ ADVERSARIAL = [
     "secret_",
     "@",
     "(",
+    "Access Key ",
+    "password \u3000",
+    "登录密码 ",
+    "| pwd ",
+    "-p a ",
+    "lftp -u a,",
+]
+
+# Line-shaped fragments for the context rules (login lines, labels, sections, tables), each repeated to
+# ~100 KB as many short lines.
+ADVERSARIAL_LINES = [
+    "ssh -p 22 root@h\n",
+    "用户名：a\n",
+    "密码：\n",
+    "## 账号密码\n",
+    "| 用户 | 密码 |\n|---|---|\n",
+    "a b\n",
+    "| x |\n",
+    "\n",
 ]
 
 
@@ -445,3 +533,70 @@ def test_throughput_on_ten_megabytes() -> None:
     print(f"\nredact: {mb:.1f} MB in {seconds:.2f} s = {mb / seconds:.1f} MB/s, {sum(counts.values())} found")
     assert sum(counts.values()) == len(secrets)
     assert mb / seconds > 0.5
+
+
+def test_many_short_lines_of_context_are_fast() -> None:
+    """Login lines, labels, headings and table headers in runs of 100 KB: every rule that looks at the
+    next lines must stay linear when every line is a trigger."""
+    text = "".join(frag * (100_000 // len(frag)) for frag in ADVERSARIAL_LINES)
+    text += "| pwd |\n|---|\n" + "| x |\n" * 50_000  # one header, a long table
+    t0 = time.perf_counter()
+    redact(text)
+    assert time.perf_counter() - t0 < 10
+
+
+# -- find_secrets, the redactor's version ---------------------------------------------------------------------
+
+
+def test_find_secrets_reports_what_redact_replaces_without_changing_the_text() -> None:
+    text = "登录密码 Abc#2023@pro\nssh -p 30889 root@10.8.0.12\n\nK8m#pQ2zLx9w\ndocker start 7aa4b3c2d1e0\n"
+    found = find_secrets(text)
+    assert [(text[s:e], k) for s, e, k in found] == [
+        ("Abc#2023@pro", "password"),
+        ("K8m#pQ2zLx9w", "password"),
+    ]
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(found))  # sorted, not overlapping
+    out, counts = redact(text)
+    rebuilt = text
+    for s, e, k in reversed(found):
+        rebuilt = rebuilt[:s] + PLACEHOLDER.format(kind=k) + rebuilt[e:]
+    assert out == rebuilt and counts == {"password": 2}
+    assert find_secrets(out) == []
+
+
+def test_redactor_version_is_an_int_of_at_least_two() -> None:
+    assert isinstance(REDACTOR_VERSION, int) and REDACTOR_VERSION >= 2
+
+
+def test_unmark_gives_spans_of_the_marked_values() -> None:
+    text, spans = unmark("a «bc» d «e»")
+    assert text == "a bc d e" and [text[s:e] for s, e in spans] == ["bc", "e"]
+
+
+# -- the labelled corpus (tests/secrets_corpus.py; bench/bench_secrets.py reports the figures) ---------------
+
+
+def _corpus_scores(split: str) -> tuple[float, float, list[str]]:
+    """(precision, recall, a few misses) of ``find_secrets`` on one split of the corpus, at span level."""
+    caught = total = tp = pred = 0
+    misses: list[str] = []
+    for case in build_corpus():
+        if case.split != split:
+            continue
+        spans = [(s, e) for s, e, _ in find_secrets(case.text)]
+        for s, e in case.secrets:
+            total += 1
+            ok = any(ps <= s and e <= pe for ps, pe in spans)
+            caught += ok
+            if not ok and len(misses) < 5:
+                misses.append(case.text[s:e])
+        pred += len(spans)
+        tp += sum(any(ps < e and s < pe for s, e in case.secrets) for ps, pe in spans)
+    return tp / pred, caught / total, misses
+
+
+@pytest.mark.parametrize(("split", "floor"), [("tune", 0.99), ("heldout", 0.95)])
+def test_corpus_precision_and_recall(split: str, floor: float) -> None:
+    precision, recall, misses = _corpus_scores(split)
+    assert recall >= floor, misses
+    assert precision >= floor
