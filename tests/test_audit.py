@@ -37,6 +37,7 @@ LEAK = f'数据库密码：password = "{PASSWORD}"\nOPENAI_API_KEY={OPENAI}\n'
 def _ingest(data_dir: Path, notes: Path) -> None:
     """What `rag ingest` does, with every leg: BMX, dense (edge vector store) and the graph."""
     settings = Settings(data_dir=data_dir)
+    settings.embedding.model = "hashing-64"  # the dense leg on, with the test embedder passed below
     with Engine.open(settings, create=True, embedder=HashingEmbedder()) as engine:
         sync_paths([notes], settings, engine.store)
         engine.store.acquire_writer_lock()
