@@ -239,7 +239,11 @@ class ChunkStore:
         """Copy the write-ahead log into the database and truncate it to zero bytes, so the page
         images of deleted rows it still holds are gone from disk. False when a reader's open
         snapshot kept the log from being emptied (its frames are then overwritten later)."""
-        busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        self._db.execute("PRAGMA busy_timeout=2000")  # a reader holding the log back wins, soon
+        try:
+            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            self._db.execute("PRAGMA busy_timeout=30000")
         return not busy
 
     # -- lifecycle ---------------------------------------------------------------------------------

@@ -166,22 +166,29 @@ def test_old_redactor_version_is_reprocessed_and_its_leak_leaves_every_store(
     assert embedder.embedded == []
 
 
-def test_reprocessing_clears_the_chunk_store_journal_while_the_store_stays_open(
+def test_reprocessing_clears_the_journals_while_the_stores_stay_open(
     tmp_path: Path, notes: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A server keeps the chunk store open (its WAL is never deleted): the ingest truncates it."""
+    """A server keeps its stores open, so SQLite never deletes their write-ahead logs on close:
+    re-processing must empty them itself (chunk store and graph)."""
     settings = _settings(tmp_path / "data")
     _old_redactor(monkeypatch)
-    with ChunkStore(settings.data_dir) as store:
-        sync_paths([notes], settings, store)
+    with Engine.open(settings, create=True, embedder=CountingEmbedder()) as engine:
+
+        def ingest() -> IngestReport:
+            report = sync_paths([notes], settings, engine.store)
+            engine.store.acquire_writer_lock()
+            try:
+                engine.sync()
+            finally:
+                engine.store.release_writer_lock()
+            return report
+
+        ingest()
+        assert "graph/graph.sqlite3-wal" in _leaking_files(settings.data_dir)
         _new_redactor(monkeypatch)
-        report = sync_paths([notes], settings, store)
-        assert report.reprocessed == 2
-        files = [p for p in settings.data_dir.iterdir() if p.name.startswith("chunks.sqlite3")]
-        assert files
-        for path in files:
-            data = path.read_bytes().lower()
-            assert not any(n in data for n in NEEDLES), path.name
+        assert ingest().reprocessed == 2
+        assert _leaking_files(settings.data_dir) == []
 
 
 def test_current_versions_are_not_reprocessed(

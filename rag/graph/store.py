@@ -88,6 +88,7 @@ class GraphStore:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA secure_delete=ON")  # removed chunks' surfaces are zeroed on disk
             self._db.execute("PRAGMA cache_size=-65536")  # 64 MiB: edge upserts touch pages all over
+            self._removed = False
             self._db.executescript(_SCHEMA)
             version = self.meta("schema_version")
             if version is None:
@@ -116,6 +117,19 @@ class GraphStore:
             raise
         else:
             self._db.execute("COMMIT")
+            if self._removed:
+                self._removed = False
+                self._truncate_wal()
+
+    def _truncate_wal(self) -> None:
+        """Empty the write-ahead log after chunks were removed: its older frames still hold their
+        mentions (a re-processed note's secret, say) until overwritten. A reader that keeps the log
+        busy for more than a moment wins; the log is then emptied by a later removal."""
+        self._db.execute("PRAGMA busy_timeout=2000")
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            self._db.execute("PRAGMA busy_timeout=30000")
 
     def checkpoint(self) -> None:
         """Copy the write-ahead log into the database file now, waiting for no reader (SQLite's
@@ -191,6 +205,7 @@ class GraphStore:
             internal += [r[0] for r in db.execute(f"SELECT id FROM chunks WHERE chunk_id IN ({marks})", part)]
         if not internal:
             return 0
+        self._removed = True
         df: Counter[int] = Counter()
         pairs: Counter[tuple[int, int]] = Counter()
         for part in _batches(internal):
