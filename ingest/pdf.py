@@ -304,7 +304,7 @@ def _markdown_pages(pymupdf: Any, doc: pymupdf.Document) -> tuple[list[str], lis
 # --- "text" mode: lines with style ---------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class _Line:
     text: str
     chars: int  # non-space characters
@@ -317,7 +317,7 @@ class _Line:
     y1: float
     # (x0, y0, x1, y1, text, (block, line, span) index in the page's text dict); kept only until
     # the page's tables are built, then dropped
-    spans: list[tuple[float, float, float, float, str, tuple[int, int, int]]] = field(default_factory=list)
+    spans: Sequence[tuple[float, float, float, float, str, tuple[int, int, int]]] = ()
 
     @property
     def center(self) -> tuple[float, float]:
@@ -356,12 +356,12 @@ def _text_pages(pymupdf: Any, doc: pymupdf.Document, *, tables: bool) -> tuple[l
             page_data.blocks = _read_lines(textpage.extractDICT())
             if tables:
                 try:
-                    page_data.tables = _find_tables(page, page_data.blocks, _RawChars(textpage), flags)
+                    page_data.tables = _find_tables(page, page_data.blocks, _RawChars(textpage))
                 except Exception:  # the table module failing must not cost the page its text
                     status.table_error = True
             for block in page_data.blocks:
                 for line in block:
-                    line.spans = []  # only the table cells needed them
+                    line.spans = ()  # only the table cells needed them
             for block in page_data.blocks:
                 for line in block:
                     status.chars += line.chars
@@ -619,7 +619,7 @@ def _grids(hs: list[_Rule], vs: list[_Rule]) -> list[list[list[_Cell | None]]]:
                 h_set, v_set = through.setdefault((x, y), (set(), set()))
                 h_set.add(hi)
                 v_set.add(vi)
-    if len(through) < 9:  # fewer crossings than a 2 x 2 grid has
+    if len(through) < 6:  # fewer crossings than two cells sharing a corner have
         return []
     columns: dict[float, list[float]] = {}  # x -> ys of crossings on it
     rows: dict[float, list[float]] = {}  # y -> xs of crossings on it
@@ -694,11 +694,12 @@ def _grids(hs: list[_Rule], vs: list[_Rule]) -> list[list[list[_Cell | None]]]:
     return tables
 
 
-def _find_tables(page: pymupdf.Page, blocks: list[list[_Line]], raw: _RawChars, flags: int) -> list[_Table]:
+def _find_tables(page: pymupdf.Page, blocks: list[list[_Line]], raw: _RawChars) -> list[_Table]:
     """The ruled tables of ``page`` as markdown, their cells' text taken from ``blocks``."""
-    if page.rotation:
-        return _find_tables_mupdf(page, flags)
+    # Drawings and text both come in unrotated page coordinates.
     width, height = page.rect.width, page.rect.height
+    if page.rotation in (90, 270):
+        width, height = height, width
     drawings = page.get_cdrawings()
     hs, vs = _rule_pieces(drawings, width, height)
     # Pre-filter: a grid of two rows and two columns has three rules each way, touching.
@@ -796,8 +797,9 @@ def _grid_markdown(
 
 
 def _find_tables_mupdf(page: pymupdf.Page, flags: int) -> list[_Table]:
-    """PyMuPDF's own table finder (for rotated pages, whose drawings and text use different
-    coordinates), the cells' text read from the table area."""
+    """PyMuPDF's own table finder (``lines`` strategy), the cells' text read from the table
+    area: what ``text`` mode used before it read tables from the rules itself, kept as the
+    reference its tables are checked against."""
     found: list[_Table] = []
     try:
         finder = page.find_tables(strategy="lines", use_layout=False)

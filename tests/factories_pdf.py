@@ -4,7 +4,9 @@ A document is a list of pages; a page is a list of blocks laid out top to bottom
 
 * :class:`Text` (``heading()``, ``para()``, ``code()`` build the usual kinds), or a plain
   ``(text, font_size)`` tuple;
-* :class:`Table`: ruled grid lines plus cell text, which ``page.find_tables()`` detects;
+* :class:`Table`: cell text on a ruled grid (or on shaded cells, or between horizontal rules only);
+* :class:`Rules`: vector lines, boxes and fills with text placed among them (rules that may or
+  may not make a table);
 * :class:`Image`: a raster image and no text at all (what a scanned page looks like).
 
 Text is written run by run: ASCII runs in a base-14 font (Helvetica, Helvetica-Bold or Courier),
@@ -45,9 +47,29 @@ class Text:
 
 @dataclass(frozen=True)
 class Table:
-    """A ruled table; ``rows[0]`` is the header row. Every row has the same number of cells."""
+    """A table; ``rows[0]`` is the header row. Every row has the same number of cells.
+
+    ``style``: ``"ruled"`` draws every row and column rule; ``"shaded"`` draws no rule at all,
+    only a filled rectangle per cell (rows alternating between two greys, as many reports do);
+    ``"rows"`` draws horizontal rules between rows only (no vertical rule, no shading)."""
 
     rows: Sequence[Sequence[str]]
+    size: float = 10.0
+    style: str = "ruled"
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Vector graphics and text, in points from the block's top-left corner (left margin, top of
+    the block): stroked ``lines`` (x0, y0, x1, y1) and ``boxes`` (x0, y0, x1, y1), filled
+    rectangles without a border (``fills``), and ``labels`` (x, baseline, text) each written as
+    one run (one span, whatever rules it crosses)."""
+
+    height: float
+    lines: Sequence[tuple[float, float, float, float]] = ()
+    boxes: Sequence[tuple[float, float, float, float]] = ()
+    fills: Sequence[tuple[float, float, float, float]] = ()
+    labels: Sequence[tuple[float, float, str]] = ()
     size: float = 10.0
 
 
@@ -58,7 +80,7 @@ class Image:
     height: float = 300.0
 
 
-Block = Text | Table | Image | tuple[str, float]
+Block = Text | Table | Image | Rules | tuple[str, float]
 
 
 def heading(text: str, level: int = 1) -> Text:
@@ -74,7 +96,7 @@ def code(text: str) -> Text:
     return Text(text, size=9.5, mono=True)
 
 
-def _as_text(block: Block) -> Text | Table | Image:
+def _as_text(block: Block) -> Text | Table | Image | Rules:
     if isinstance(block, tuple):
         return Text(block[0], size=float(block[1]))
     return block
@@ -178,7 +200,7 @@ class PageWriter:
 
     def height(self, block: Block) -> float:
         b = _as_text(block)
-        if isinstance(b, Image):
+        if isinstance(b, Image | Rules):
             return b.height + 8
         if isinstance(b, Table):
             return sum(h for h in self._row_heights(b)) + 10
@@ -194,6 +216,8 @@ class PageWriter:
         b = _as_text(block)
         if isinstance(b, Image):
             self._add_image(b)
+        elif isinstance(b, Rules):
+            self._add_rules(b)
         elif isinstance(b, Table):
             self._add_table(b)
         else:
@@ -237,15 +261,26 @@ class PageWriter:
         x0, y0 = MARGIN, self.y + 4
         x1, y1 = x0 + sum(widths), y0 + sum(heights)
         shape = self.shape
-        y = y0
-        for h in [0.0, *heights]:
-            y += h
-            shape.draw_line((x0, y), (x1, y))
-        x = x0
-        for w in [0.0, *widths]:
-            x += w
-            shape.draw_line((x, y0), (x, y1))
-        shape.finish(color=(0, 0, 0), width=0.7, closePath=False)
+        if table.style == "shaded":
+            y = y0
+            for r, h in enumerate(heights):
+                x = x0
+                for w in widths:
+                    shape.draw_rect((x, y, x + w, y + h))
+                    shape.finish(fill=(0.82, 0.87, 0.93) if r % 2 == 0 else (0.93, 0.95, 0.97), color=None)
+                    x += w
+                y += h
+        else:
+            y = y0
+            for h in [0.0, *heights]:
+                y += h
+                shape.draw_line((x0, y), (x1, y))
+            if table.style == "ruled":
+                x = x0
+                for w in [0.0, *widths]:
+                    x += w
+                    shape.draw_line((x, y0), (x, y1))
+            shape.finish(color=(0, 0, 0), width=0.7, closePath=False)
         y = y0
         for row, h in zip(table.rows, heights, strict=True):
             x = x0
@@ -257,6 +292,23 @@ class PageWriter:
                 x += w
             y += h
         self.y = y1 + 6
+
+    def _add_rules(self, rules: Rules) -> None:
+        x0, y0 = MARGIN, self.y + 4
+        shape = self.shape
+        if rules.lines or rules.boxes:
+            for ax, ay, bx, by in rules.lines:
+                shape.draw_line((x0 + ax, y0 + ay), (x0 + bx, y0 + by))
+            for ax, ay, bx, by in rules.boxes:
+                shape.draw_rect((x0 + ax, y0 + ay, x0 + bx, y0 + by))
+            shape.finish(color=(0, 0, 0), width=0.7, closePath=False)
+        for ax, ay, bx, by in rules.fills:
+            shape.draw_rect((x0 + ax, y0 + ay, x0 + bx, y0 + by))
+            shape.finish(fill=(0.85, 0.88, 0.92), color=None)
+        for x, baseline, text in rules.labels:
+            font = self.fonts.name(text.isascii(), bold=False, mono=False)
+            self.writer.append((x0 + x, y0 + baseline), text, font=self.fonts.font(font), fontsize=rules.size)
+        self.y = y0 + rules.height + 4
 
     def _add_image(self, image: Image) -> None:
         import pymupdf

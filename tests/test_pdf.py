@@ -8,13 +8,26 @@ from __future__ import annotations
 import random
 import re
 import time
+from typing import Any
 
 import pytest
 
+import ingest.pdf as pdf_module
 from ingest.pdf import PAGE_SEPARATOR, REPAIRED_NOTE, _joiner, _pages_phrase, extract_pdf
 from rag.errors import CorruptPdfError, EncryptedPdfError, NoTextLayerError
 from rag.models import ExtractedDocument
-from tests.factories_pdf import Image, Table, Text, code, heading, make_mixed_pdf, make_pdf, para
+from tests.factories_pdf import (
+    Block,
+    Image,
+    Rules,
+    Table,
+    Text,
+    code,
+    heading,
+    make_mixed_pdf,
+    make_pdf,
+    para,
+)
 
 PAGE_PHRASES = [
     "第一页讲的是如何在本机安装 Docker 与 nvidia-container-toolkit。",
@@ -309,3 +322,199 @@ def test_pages_phrase(pages: list[int], phrase: str) -> None:
 )
 def test_line_joiner(left: str, right: str, sep: str) -> None:
     assert _joiner(left, right) == sep
+
+
+# --- table pre-filter and grid detection -----------------------------------------------------------
+
+REPORT_ROWS = [
+    ["Measure", "FY 2021", "FY 2022"],
+    ["Hiring time", "98 days", "80 days"],
+    ["Retention", "91%", "93%"],
+]
+REPORT_TABLE_MD = "\n".join(
+    [
+        "| Measure | FY 2021 | FY 2022 |",
+        "| --- | --- | --- |",
+        "| Hiring time | 98 days | 80 days |",
+        "| Retention | 91% | 93% |",
+    ]
+)
+_GRID_2X2 = [
+    (0, 0, 200, 0),
+    (0, 20, 200, 20),
+    (0, 40, 200, 40),
+    (0, 0, 0, 40),
+    (100, 0, 100, 40),
+    (200, 0, 200, 40),
+]
+
+
+@pytest.mark.parametrize("style", ["ruled", "shaded"])
+def test_ruled_and_shaded_tables_become_markdown(style: str) -> None:
+    doc = extract_pdf(make_pdf([[heading("Table 1", 2), Table(REPORT_ROWS, style=style), para("After it.")]]))
+    assert doc.text == f"# Table 1\n\n{REPORT_TABLE_MD}\n\nAfter it."
+
+
+# Pages whose vector rules hold no table: the pre-filter or the grid test must turn each down,
+# and the text stays as ordinary lines.
+NOT_TABLES: dict[str, list[Block]] = {
+    "rows-only": [Table(REPORT_ROWS, style="rows")],
+    "frame-around-a-note": [
+        Rules(height=40, boxes=[(0, 0, 480, 40)], labels=[(8, 24, "Note: hiring time fell in FY 2022.")])
+    ],
+    "separators": [
+        para("Hiring time fell in FY 2022."),
+        Rules(height=6, lines=[(0, 3, 480, 3)]),
+        para("Retention rose in FY 2022."),
+        Rules(height=6, lines=[(0, 3, 480, 3)]),
+        para("Both are on track."),
+    ],
+    "column-divider": [
+        Rules(
+            height=60,
+            lines=[(240, 0, 240, 60)],
+            labels=[(0, 20, "Hiring time fell."), (250, 20, "Retention rose.")],
+        )
+    ],
+    "one-row-of-boxes": [
+        Rules(
+            height=24,
+            boxes=[(0, 0, 100, 24), (100, 0, 200, 24), (200, 0, 300, 24)],
+            labels=[(6, 16, "Plan"), (106, 16, "Build"), (206, 16, "Review")],
+        )
+    ],
+    "chart-gridlines-without-text": [
+        Rules(
+            height=80,
+            lines=[(0, y, 300, y) for y in (0, 20, 40, 60, 80)] + [(x, 0, x, 80) for x in (0, 100, 200, 300)],
+        ),
+        para("Figure 2: applications per month."),
+    ],
+    "shaded-banner": [
+        Rules(height=30, fills=[(0, 0, 480, 30)], labels=[(8, 20, "STRATEGIC GOAL 1")]),
+        para("Recruit, retain and honor a world-class workforce."),
+    ],
+}
+
+
+@pytest.mark.parametrize("blocks", list(NOT_TABLES.values()), ids=list(NOT_TABLES))
+def test_rules_that_are_not_tables_stay_text(blocks: list[Block]) -> None:
+    doc = extract_pdf(make_pdf([blocks]))
+    assert "|" not in doc.text
+    assert doc.text == extract_pdf(make_pdf([blocks]), tables=False).text
+
+
+def test_prefilter_skips_grid_search_on_pages_without_a_grid(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = pdf_module._grids
+
+    def counting(*args: Any) -> Any:
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(pdf_module, "_grids", counting)
+    pages = [NOT_TABLES[k] for k in ("frame-around-a-note", "separators", "column-divider", "rows-only")]
+    extract_pdf(make_pdf([*pages, [para("Plain prose, no drawing at all.")]]))
+    assert calls == []
+    extract_pdf(make_pdf([[Table(REPORT_ROWS)]]))
+    assert calls == [1]
+
+
+def test_table_pages_do_not_call_pymupdf_find_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pymupdf
+
+    def forbidden(*_args: Any, **_kwargs: Any) -> None:
+        raise AssertionError("find_tables called")
+
+    monkeypatch.setattr(pymupdf.Page, "find_tables", forbidden)
+    doc = extract_pdf(make_mixed_pdf(8, seed=3))
+    assert doc.notes == []
+    assert doc.text.count("| --- | --- | --- |") == 2
+
+
+def test_span_crossing_a_cell_border_is_split_by_character() -> None:
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    grid = Rules(height=44, lines=_GRID_2X2, labels=[(4, 14, "Name"), (104, 14, "Value"), (60, 34, letters)])
+    data = make_pdf([[grid]])
+    rows = [ln for ln in extract_pdf(data).text.split("\n") if ln.startswith("| ") and "---" not in ln]
+    assert rows[0] == "| Name | Value |"
+    left, right = rows[1].strip("| ").split(" | ")
+    assert left + right == letters and left and right  # one span, cut where the rule is
+    # The same cells as PyMuPDF's own finder gives.
+    import pymupdf
+
+    with pymupdf.open(stream=data, filetype="pdf") as doc:
+        flags = pdf_module._text_flags(pymupdf)
+        theirs = [t.markdown for t in pdf_module._find_tables_mupdf(doc[0], flags)]
+    assert theirs == [f"| Name | Value |\n| --- | --- |\n{rows[1]}"]
+
+
+def test_tables_agree_with_pymupdf_find_tables_on_generated_notes() -> None:
+    import pymupdf
+
+    data = make_mixed_pdf(16, seed=5)
+    ours = extract_pdf(data)
+    with pymupdf.open(stream=data, filetype="pdf") as doc:
+        flags = pdf_module._text_flags(pymupdf)
+        for number in (4, 8, 12, 16):
+            theirs = pdf_module._find_tables_mupdf(doc[number - 1], flags)
+            assert len(theirs) == 1
+            assert theirs[0].markdown in _page_text(ours, number)
+
+
+def test_rotated_page_tables_still_found() -> None:
+    import pymupdf
+
+    with pymupdf.open(stream=make_pdf([[Table(REPORT_ROWS)]]), filetype="pdf") as doc:
+        doc[0].set_rotation(90)
+        data = doc.tobytes()
+    assert REPORT_TABLE_MD in extract_pdf(data).text
+
+
+@pytest.mark.parametrize(
+    ("pieces", "rules"),
+    [
+        ([(10.0, 0.0, 50.0), (11.5, 50.0, 90.0)], [(10.75, 0.0, 90.0)]),  # snapped, then joined
+        ([(10.0, 0.0, 50.0), (10.0, 52.5, 90.0)], [(10.0, 0.0, 90.0)]),  # a gap under 3 pt joined
+        ([(10.0, 0.0, 50.0), (10.0, 60.0, 90.0)], [(10.0, 0.0, 50.0), (10.0, 60.0, 90.0)]),
+        ([(10.0, 0.0, 2.0), (30.0, 0.0, 90.0)], [(30.0, 0.0, 90.0)]),  # too short to be a rule
+    ],
+)
+def test_merge_rules(
+    pieces: list[tuple[float, float, float]], rules: list[tuple[float, float, float]]
+) -> None:
+    assert pdf_module._merge_rules(pieces) == rules
+
+
+def test_grids_with_a_merged_cell() -> None:
+    hs = [(0.0, 0.0, 200.0), (20.0, 0.0, 200.0), (40.0, 0.0, 200.0)]
+    vs = [(0.0, 0.0, 40.0), (100.0, 0.0, 20.0), (200.0, 0.0, 40.0)]  # second row: one wide cell
+    assert pdf_module._grids(hs, vs) == [
+        [[(0.0, 0.0, 100.0, 20.0), (100.0, 0.0, 200.0, 20.0)], [(0.0, 20.0, 200.0, 40.0), None]]
+    ]
+    assert pdf_module._grids(hs[:2], vs) == []  # one row is not a table
+
+
+# --- large PDFs ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_large_pdf_memory_follows_the_text_not_the_pages() -> None:
+    """Per page, only its lines are kept until the document is rendered: the Python heap's peak
+    stays a small multiple of the extracted text, the same per character for 120 and 480 pages."""
+    import tracemalloc
+
+    ratios = []
+    for n_pages in (120, 480):
+        data = make_mixed_pdf(n_pages, seed=9)
+        tracemalloc.start()
+        try:
+            doc = extract_pdf(data)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert doc.pages is not None and len(doc.pages) == n_pages
+        assert doc.text.count("| --- | --- | --- |") == n_pages // 4
+        ratios.append(peak / len(doc.text.encode()))
+    assert max(ratios) < 12, ratios
+    assert ratios[1] < ratios[0] * 1.15, ratios  # nothing grows faster than the text
