@@ -139,15 +139,15 @@ def load_revision(rev: str) -> types.ModuleType:
     return mod
 
 
-def detect_secrets_spans(cases: list[Case]) -> list[list[Span]]:
-    """Spans of detect-secrets' findings (default plugins and filters), one ``.md`` file per case."""
+def detect_secrets_spans(cases: list[Case], suffix: str = ".md") -> list[list[Span]]:
+    """Spans of detect-secrets' findings (default plugins and filters), one file per case."""
     from detect_secrets import SecretsCollection
     from detect_secrets.settings import default_settings
 
     out: list[list[Span]] = []
     with tempfile.TemporaryDirectory() as tmp, default_settings():
         for i, case in enumerate(cases):
-            path = Path(tmp) / f"case{i}.md"
+            path = Path(tmp) / f"case{i}{suffix}"
             path.write_text(case.text, encoding="utf-8")
             coll = SecretsCollection()
             coll.scan_file(str(path))
@@ -235,6 +235,7 @@ def main() -> None:
         t0 = time.perf_counter()
         preds["detect-secrets"] = detect_secrets_spans(cases)
         ds_seconds = time.perf_counter() - t0
+        preds["detect-secrets .yaml"] = detect_secrets_spans(cases, ".yaml")
         preds["union"] = [
             sorted(set(a) | set(b)) for a, b in zip(preds["ours"], preds["detect-secrets"], strict=True)
         ]

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 MARK = re.compile(r"«(.+?)»", re.DOTALL)
-SPLITS = ("tune", "heldout")
+SPLITS = ("tune", "heldout", "fresh")
 
 SK = "sk" + "-"
 HF = "hf" + "_"
@@ -539,6 +539,128 @@ HELDOUT_NEG: dict[str, list[Template]] = {
     ],
 }
 
+# -- a third split, written after the detector was frozen (git history: after the commit that added the
+# context rules), by someone trying to think of notes rather than of the rules. Scored as it came out
+# first; see bench/results/secrets.md for the figures before and after any change made for it.
+
+FRESH_POS: dict[str, list[Template]] = {
+    "label_space": [
+        lambda g: f"阿里云 OSS\nAccessKey ID   «LTAI5t{g.b62(18)}»\nAccessKey Secret   «{g.b62(30)}»",
+        lambda g: f"Password\t\t«{g.any_pw()}»\nUsername\t\t{g.user()}",
+        lambda g: f"admin password is «{g.human_pw()}»",
+        lambda g: f"Jupyter token  «{g.hexs(48)}»",
+    ],
+    "zh_label": [
+        lambda g: f"密码是«{g.any_pw()}»",
+        lambda g: f"服务器 IP：{g.ip()}，账号：root，密码：«{g.any_pw()}»",
+        lambda g: f"初始密码均为 «{g.human_pw()}»",
+        lambda g: f"VNC 密码 «{g.short_pw()}»",
+        lambda g: f"数据库 root 的密码：«{g.random_pw()}»",
+    ],
+    "account_section": [
+        lambda g: (
+            "## 服务器账号\n\n| IP | 账号 | 密码 |\n|:--|:--|:--|\n"
+            f"| {g.ip()} | {g.user()} | «{g.any_pw()}» |\n| {g.ip()} | root | «{g.any_pw()}» |"
+        ),
+        lambda g: (
+            f"# 各平台账号\n- 阿里云：{g.user()} / «{g.any_pw()}»\n- 腾讯云：{g.user()} / «{g.any_pw()}»"
+        ),
+        lambda g: f"账号密码：\n{g.user()}\n«{g.random_pw()}»",
+    ],
+    "login_next_line": [
+        lambda g: f"$ ssh -p 2222 ubuntu@{g.ip()}\nubuntu@{g.ip()}'s password: «{g.random_pw()}»",
+        lambda g: f"ssh {g.user()}@{g.host()}  # 密码 «{g.any_pw()}»",
+        lambda g: f"ssh root@{g.ip()}\n«{g.random_pw(12)}»",
+        lambda g: f"psql postgresql://postgres@{g.host()}:5432/notes\n«{g.random_pw()}»",
+    ],
+    "user_next_line": [
+        lambda g: f"用户名\n{g.user()}\n密码\n«{g.any_pw()}»",
+        lambda g: f"账号：{g.user()}\t«{g.any_pw()}»",
+        lambda g: f"- 用户：{g.user()}\n- «{g.random_pw()}»",
+    ],
+    "cli_flag": [
+        lambda g: f"mc alias set myminio http://{g.ip()}:9000 «{g.access_key()}» «{g.secret_key()}»",
+        lambda g: f"PGPASSWORD=«{g.any_pw()}» psql -h {g.host()} -U postgres",
+        lambda g: f"docker exec -it mysql mysql -uroot -p«{g.random_pw()}»",
+        lambda g: f"kubectl create secret generic db --from-literal=password=«{g.any_pw()}»",
+        lambda g: f"htpasswd -bc /etc/nginx/.htpasswd admin «{g.any_pw()}»",
+    ],
+    "provider_token": [
+        lambda g: f"glpat-«{g.b62(20)}»",
+        lambda g: f'"apiKey": "«{g.openai()}»"',
+        lambda g: f"OPENAI_API_BASE=https://api.deepseek.com\nOPENAI_API_KEY=«{SK}{g.hexs(32)}»",
+    ],
+    "assignment": [
+        lambda g: f"{g.host()}:5432:*:postgres:«{g.random_pw()}»",
+        lambda g: f"requirepass «{g.any_pw()}»",
+        lambda g: f"spring.datasource.password=«{g.any_pw()}»",
+        lambda g: f"MYSQL_PWD=«{g.any_pw()}» mysql -uroot",
+    ],
+    "url_creds": [
+        lambda g: f"mongodb://admin:«{g.random_pw()}»@{g.host()}:27017/?authSource=admin",
+        lambda g: (
+            f"pip config set global.index-url https://{g.user()}:«{g.random_pw()}»@nexus.example.cn/repository/pypi/simple"
+        ),
+    ],
+}
+
+FRESH_NEG: dict[str, list[Template]] = {
+    "container_id": [
+        lambda g: f"docker inspect {g.hexs(12)} | grep IPAddress",
+        lambda g: f"docker cp {g.hexs(12)}:/app/log.txt .",
+    ],
+    "git_sha": [
+        lambda g: f"git reset --hard {g.hexs(40)}",
+        lambda g: f"Merge: {g.hexs(7)} {g.hexs(7)}",
+    ],
+    "checksum": [
+        lambda g: f"sha1: {g.hexs(40)}",
+        lambda g: f'"integrity": "sha512-{g.b62(86)}=="',
+    ],
+    "model_name": [
+        lambda g: "vllm serve Qwen/Qwen2.5-72B-Instruct-AWQ --tensor-parallel-size 4",
+        lambda g: f"ollama create mymodel -f Modelfile && ollama run {g.pick(*MODELS)}",
+    ],
+    "url": [
+        lambda g: "pip config set global.index-url https://mirrors.aliyun.com/pypi/simple/",
+        lambda g: "wget https://github.com/ollama/ollama/releases/download/v0.5.7/ollama-linux-amd64.tgz",
+    ],
+    "port_version": [
+        lambda g: "EXPOSE 8080\nnode v20.11.1",
+        lambda g: "| NVIDIA-SMI 535.104.05   Driver Version: 535.104.05   CUDA Version: 12.2 |",
+    ],
+    "path_command": [
+        lambda g: f"ssh root@{g.host()}\nsudo systemctl restart ollama",
+        lambda g: f"ssh {g.user()}@{g.host()}\n\nwatch -n 1 nvidia-smi",
+        lambda g: f"ssh -p {g.port()} root@{g.host()}\ntmux attach -t train01",
+        lambda g: f"ssh root@{g.host()}\nexit",
+        lambda g: "mysql -u root -p\nEnter password:",
+        lambda g: "su - postgres\npsql",
+        lambda g: f"ssh root@{g.host()}\ndf -h",
+        lambda g: f"ssh root@{g.host()}\nnvidia-smi\nollama ps",
+    ],
+    "zh_prose": [
+        lambda g: "密码学基础：对称加密与非对称加密",
+        lambda g: "账号密码登录方式已废弃，改用 SSO。",
+        lambda g: "重置密码后 token 会失效，需要重新登录。",
+        lambda g: "用户名：管理员\n密码：联系运维",
+    ],
+    "code": [
+        lambda g: 'password = request.form["password"]',
+        lambda g: 'const token = localStorage.getItem("token");',
+        lambda g: 'if (!apiKey) throw new Error("missing key");',
+        lambda g: "for key, value in d.items():\n    print(key, value)",
+    ],
+    "base64_config": [
+        lambda g: f"background: url(data:image/svg+xml;base64,PHN2ZyB4bWxucz0i{g.b62(40)});",
+        lambda g: f"tls.crt: LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0t{g.b62(40)}",
+    ],
+    "hex_color_uuid": [
+        lambda g: f'{{"trace_id": "{g.uuid()}"}}',
+        lambda g: f"--color-primary: #{g.hexs(6)};",
+    ],
+}
+
 # Filler lines placed around snippets (they are negatives too); one pool per split.
 FILLER = {
     "tune": [
@@ -547,6 +669,12 @@ FILLER = {
         "今天在 4090 上跑 Qwen2.5-7B-Instruct，吞吐约 1500 tokens/s。",
         "# 服务器记录",
         "## 2024-05-12",
+        "",
+    ],
+    "fresh": [
+        "> 摘自内部 wiki，2023 年整理",
+        "上次改动见周报。",
+        "## TODO",
         "",
     ],
     "heldout": [
@@ -576,10 +704,15 @@ def _build(split: str, templates: dict[str, list[Template]], n: int, rng: random
 
 
 def build_corpus(seed: int = 13, per_template: int = 6) -> list[Case]:
-    """Every case of both splits; the same list for the same arguments."""
+    """Every case of every split; the same list for the same arguments."""
     rng = random.Random(seed)
     cases: list[Case] = []
-    for split, pos, neg in (("tune", TUNE_POS, TUNE_NEG), ("heldout", HELDOUT_POS, HELDOUT_NEG)):
+    splits = (
+        ("tune", TUNE_POS, TUNE_NEG),
+        ("heldout", HELDOUT_POS, HELDOUT_NEG),
+        ("fresh", FRESH_POS, FRESH_NEG),
+    )
+    for split, pos, neg in splits:
         cases += _build(split, pos, per_template, rng)
         cases += _build(split, neg, per_template, rng)
     return cases
