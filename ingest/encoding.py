@@ -56,7 +56,7 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from rag.errors import BinaryFileError, EncodingError
@@ -125,6 +125,8 @@ class _CharModel:
             for c in chars:
                 self._logp[c] = logp
         self._base_logp = dict(self._logp)
+        self.known = frozenset(self._logp)  # characters of jieba's dictionary and common punctuation
+        self.script_forms = trad_forms | simp_forms
         self.to_simplified: dict[str, str] = {}  # single-character zhconv map (traditional -> simplified)
         self._words_loaded = False
         self.word_logp: dict[str, float] = {}
@@ -349,7 +351,7 @@ _MIN_LOSS_POSTERIOR = 0.1
 _EXPECTED_COUNT_DISCOUNT = 0.5
 
 # Word lattice: a damaged character is chosen together with its neighbours.
-_WINDOW = 4  # undamaged characters on each side of a damaged one that take part in the choice
+_WINDOW = 3  # undamaged characters on each side of a damaged one that take part in the choice
 _LOGP_UNKNOWN_CJK_WORD = -3.0  # extra cost of a CJK character that is not a word on its own
 _WORD_SCALE = 1.0  # weight of the word log-probabilities
 # Cost of each word on the path: favours readings that form dictionary words over readings
@@ -401,7 +403,7 @@ def _infer_losses(counts: dict[int, int], slots: int, share: dict[int, float]) -
         posterior = odds / (1.0 + odds)
         if posterior >= _MIN_LOSS_POSTERIOR:
             values.append(b)
-            logps.append(math.log(posterior))
+            logps.append(round(math.log(posterior), 1))  # rounded: documents share cached candidates
     return _Losses(tuple(values), tuple(logps))
 
 
@@ -517,19 +519,43 @@ _BRACKET_RE = re.compile("[" + "".join(sorted(_BRACKETS)) + "]")
 _SCRIPT_PENALTY = -6.0  # a traditional form in simplified text, or the other way round
 _BRACKET_BONUS = 3.0  # a closing bracket whose opening one is open before it
 
-_Cands = tuple[tuple[str, float], ...]  # (character, log-probability of the bytes it assumes lost)
+# Candidates of one position: (character, dictionary key, penalty, penalty + single-character score).
+_Cands = tuple[tuple[str, str, float, float], ...]
 
 
-def _plausible_candidates(model: _CharModel, tok: str, losses: _Losses, cache: dict[str, _Cands]) -> _Cands:
-    """Candidates that are not controls/unassigned, with the penalty for the bytes they assume lost."""
-    cached = cache.get(tok)
-    if cached is None:
-        cached = cache[tok] = tuple(
-            (c, losses.penalty(fill))
-            for c, fill in _candidates(tok, losses.values)
-            if model.logp(c) > _LOGP_INVALID
+@functools.lru_cache(maxsize=1 << 16)
+def _token_options(tok: str, losses: _Losses) -> tuple[tuple[str, str, float, float, bool], ...]:
+    """Plausible candidates of a damaged sequence as (char, dictionary key, penalty,
+    penalty + single-character score, whether the script or bracket context adjusts it).
+
+    Controls, unassigned code points and CJK characters that jieba's dictionary never
+    uses are left out: the first are never text, the last never win against a character
+    the dictionary knows, and they make the lattice wider (a bare lead byte with eight
+    lost values has 64 candidates). When nothing is left, the unassigned and rare ones
+    come back, so that a rare character can still be restored.
+    """
+    model = _model()
+    simp = model.to_simplified
+    known = model.known
+    out = []
+    spare = []
+    for c, fill in _candidates(tok, losses.values):
+        lp = model.logp(c)
+        if lp <= _LOGP_INVALID:
+            continue
+        pen = losses.penalty(fill)
+        entry = (
+            c,
+            simp.get(c, c),
+            pen,
+            pen + model.single_logp(c),
+            c in _BRACKETS or c in model.script_forms,
         )
-    return cached
+        if c in known or (lp >= _LOGP_SYMBOL and not _is_cjk(ord(c))):
+            out.append(entry)
+        else:
+            spare.append(entry)
+    return tuple(out or spare)
 
 
 class _Brackets:
@@ -561,43 +587,41 @@ def _context_logp(c: str, brackets: _Brackets, model: _CharModel, script: str | 
     return adj
 
 
-def _best_reading(model: _CharModel, cands: list[_Cands]) -> list[str]:
+def _best_reading(model: _CharModel, cands: list[_Cands]) -> list[tuple[str, ...]]:
     """The most probable characters for a stretch of positions, under a word unigram model.
 
-    ``cands`` holds the candidates of each position (one for an undamaged character).
-    Viterbi over a word lattice, as a dictionary segmenter does, except that a position
-    may hold several characters: an edge is a dictionary word (or a single character)
-    that one choice of candidates spells, scored by the word's log-probability plus the
-    candidates' penalties; the best path through the stretch gives both the segmentation
-    and the characters. Words are looked up by their simplified form, so traditional text
-    finds its words too (the script penalty keeps the forms apart). Candidates come in
-    code-point order and only a strictly better score replaces a path, so ties keep the
-    lower code points.
+    ``cands`` holds the candidates of each position (one for an undamaged character) as
+    (character, dictionary key, penalty, penalty + single-character score). Viterbi over
+    a word lattice, as a dictionary segmenter does, except that a position may hold
+    several characters: an edge is a dictionary word (or a single character) that one
+    choice of candidates spells, scored by the word's log-probability plus the candidates'
+    penalties; the best path through the stretch gives both the segmentation and the
+    characters. Words are looked up by their simplified form (the key), so traditional
+    text finds its words too (the script penalty keeps the forms apart). Candidates come
+    in code-point order and only a strictly better score replaces a path, so ties keep
+    the lower code points.
     """
     n = len(cands)
     words = model.word_logp
     prefixes = model.word_prefixes
-    simp = model.to_simplified
     best = [-math.inf] * (n + 1)
     best[0] = 0.0
     back: list[tuple[int, tuple[str, ...]]] = [(0, ())] * (n + 1)
     for i in range(n):
         base = best[i]
         frontier: list[tuple[str, float, tuple[str, ...]]] = []
-        for c, pen in cands[i]:
-            score = base + pen + model.single_logp(c)
-            if score > best[i + 1]:
-                best[i + 1] = score
+        for c, key, pen, single in cands[i]:
+            if base + single > best[i + 1]:
+                best[i + 1] = base + single
                 back[i + 1] = (i, (c,))
-            key = simp.get(c, c)
             if key in prefixes:
                 frontier.append((key, base + pen, (c,)))
         j = i + 1
         while frontier and j < n:
             grown: list[tuple[str, float, tuple[str, ...]]] = []
-            for key, score, chars in frontier:
-                for c, pen in cands[j]:
-                    word = key + simp.get(c, c)
+            for prefix, score, chars in frontier:
+                for c, key, pen, _ in cands[j]:
+                    word = prefix + key
                     lp = words.get(word)
                     if lp is not None and score + pen + lp > best[j + 1]:
                         best[j + 1] = score + pen + lp
@@ -606,13 +630,27 @@ def _best_reading(model: _CharModel, cands: list[_Cands]) -> list[str]:
                         grown.append((word, score + pen, (*chars, c)))
             frontier = grown
             j += 1
-    out: list[str] = []
+    out: list[tuple[str, ...]] = []
     j = n
     while j > 0:
         i, chars = back[j]
-        out[:0] = chars
+        out.append(chars)
         j = i
+    out.reverse()
     return out
+
+
+@dataclass
+class _PassCache:
+    """Memo tables of one repair pass (the lost bytes, script and model are fixed within it)."""
+
+    options: dict[tuple[str, tuple[bool, ...]], _Cands] = field(default_factory=dict)
+    fixed: dict[str, tuple[str, str, float, float]] = field(default_factory=dict)
+    windows: dict[tuple[_Cands, ...], list[tuple[str, ...]]] = field(default_factory=dict)
+    # Document prior (second round): damaged sequence -> character -> log-probability.
+    prior: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Choices of the first round: (damaged sequence, character, whether inside a dictionary word).
+    choices: list[tuple[str, str, bool]] = field(default_factory=list)
 
 
 def _render(
@@ -622,30 +660,48 @@ def _render(
     stats: _RepairStats,
     before: str,
     script: str | None,
-    cache: dict[str, _Cands],
+    cache: _PassCache,
 ) -> str | None:
     """Decoded text of a run, or None when a damaged sequence has no plausible candidate."""
     if not (parse.broken or parse.lone):
         text = "".join(val for _, val in parse.pieces)
     else:
         assert model is not None
+        simp = model.to_simplified
+        fixed = cache.fixed
         cands: list[_Cands] = []
         damaged: list[int] = []
+        tokens: list[str] = []
         brackets = _Brackets(before)
         for kind, val in parse.pieces:
             if kind == "text":
-                cands.extend(((c, 0.0),) for c in val)
+                for c in val:
+                    entry = fixed.get(c)
+                    if entry is None:
+                        entry = fixed[c] = (c, simp.get(c, c), 0.0, model.single_logp(c))
+                    cands.append((entry,))
                 if _BRACKET_RE.search(val):
                     brackets.update(val)
                 continue
-            options = _plausible_candidates(model, val, losses, cache)
+            state = tuple(brackets.open.values())
+            options = cache.options.get((val, state))
+            if options is None:
+                prior = cache.prior.get(val, {})
+                options = tuple(
+                    (c, key, pen + adj, single + adj)
+                    for c, key, pen, single, context in _token_options(val, losses)
+                    for adj in (
+                        (_context_logp(c, brackets, model, script) if context else 0.0) + prior.get(c, 0.0),
+                    )
+                )
+                cache.options[(val, state)] = options
             if not options:
                 return None
-            if any(c in _BRACKETS or c in model.trad_forms or c in model.simp_forms for c, _ in options):
-                options = tuple((c, p + _context_logp(c, brackets, model, script)) for c, p in options)
             damaged.append(len(cands))
+            tokens.append(val)
             cands.append(options)
         chars = [opts[0][0] for opts in cands]
+        in_word = [False] * len(cands)
         k = 0
         while k < len(damaged):  # windows of _WINDOW characters around damaged ones, merged
             lo = max(0, damaged[k] - _WINDOW)
@@ -654,8 +710,25 @@ def _render(
                 k += 1
                 hi = damaged[k] + _WINDOW + 1
             hi = min(hi, len(cands))
-            chars[lo:hi] = _best_reading(model, cands[lo:hi])
+            window = tuple(cands[lo:hi])
+            reading = cache.windows.get(window)
+            if reading is None:
+                reading = cache.windows[window] = _best_reading(model, cands[lo:hi])
+            at = lo
+            for word in reading:
+                if len(word) > 1:
+                    keys = [simp.get(c, c) for c in word]
+                    for off in range(len(word)):
+                        in_word[at + off] = not any(  # no other candidate spells a word here
+                            key != keys[off]
+                            and "".join([*keys[:off], key, *keys[off + 1 :]]) in model.word_logp
+                            for _, key, _, _ in cands[at + off]
+                        )
+                for c in word:
+                    chars[at] = c
+                    at += 1
             k += 1
+        cache.choices.extend((tok, chars[d], in_word[d]) for tok, d in zip(tokens, damaged, strict=True))
         stats.reconstructed += len(damaged)
         text = "".join(chars)
     if _IMPLAUSIBLE_RE.search(text):
@@ -719,7 +792,7 @@ def _repair_pass(text: str) -> tuple[str, _RepairStats]:
     if damaged and 2 * sum(p.followed_by_qmark for p in parses) > damaged:
         stats.qmark_mode = True
         parses = runs(_TO_BYTES_Q)
-    parses = [p for p in parses if not p.invalid and p.valid + p.broken]
+    parses = [p for p in parses if not p.invalid and p.valid + p.broken + p.lone]
 
     valid_per_line: Counter[int] = Counter()
     for p in parses:
@@ -727,24 +800,70 @@ def _repair_pass(text: str) -> tuple[str, _RepairStats]:
     doc_valid = sum(valid_per_line.values())
     mojibake_chars = sum(p.end - p.start for p in parses if p.valid)
     mostly_mojibake = doc_valid >= _MIN_DOC_VALID and 2 * mojibake_chars >= _count_non_ascii(text)
-    model: _CharModel | None = None
-    losses = _Losses((), ())
-    script: str | None = None
-    cache: dict[str, _Cands] = {}
+
+    def wanted(p: _RunParse) -> bool:
+        if not (p.broken or p.lone):
+            return p.valid > 0
+        if valid_per_line[p.line]:
+            # A bare lead byte alone ("、" with both continuation bytes lost) only in mojibake text.
+            return bool(p.valid or p.broken or mostly_mojibake)
+        # Damaged sequences alone are no proof of mojibake (café—, naïve) unless the document is.
+        return mostly_mojibake and p.broken > 0 and p.broken + p.lone >= 2
+
+    parses = [p for p in parses if wanted(p)]
+    n_damaged = sum(p.broken + p.lone for p in parses)
+    if not n_damaged:
+        return _render_runs(text, parses, None, _Losses((), ()), None, _PassCache(), stats)
+    model = _model()
+    model.load_words()
+    losses = _infer_losses(_byte_counts(parses), sum(q.slots for q in parses), model.byte_share())
+    stats.lost = tuple(b for b, lp in zip(losses.values, losses.logp, strict=True) if lp > math.log(0.5))
+    script = _script(model, [text, *(v for q in parses for k, v in q.pieces if k == "text")])
+    cache = _PassCache()
+    if n_damaged < _ADAPT_MIN_DAMAGED:
+        return _render_runs(text, parses, model, losses, script, cache, stats)
+    _render_runs(text, parses, model, losses, script, cache, _RepairStats())
+    cache = _PassCache(prior=_document_prior(cache.choices, losses))
+    return _render_runs(text, parses, model, losses, script, cache, stats)
+
+
+_ADAPT_MIN_DAMAGED = 200  # damaged sequences a document needs for its own character prior
+_ADAPT_WEIGHT = 1.0
+_ADAPT_SMOOTHING = 2.0
+
+
+def _document_prior(choices: list[tuple[str, str, bool]], losses: _Losses) -> dict[str, dict[str, float]]:
+    """Per damaged sequence, a bonus for the characters the document itself chose for it.
+
+    One sense per discourse: in a long note, the damaged sequence that stands for 字 in
+    字典 and 字符 is 字 in 字段 too, although the general dictionary prefers 南段. Only
+    choices that fell inside a dictionary word count (context made them, not frequency
+    alone). The bonus is the log-ratio of a character's smoothed share to that of a
+    character never chosen, so unchosen ones keep their general chances.
+    """
+    counts: dict[str, Counter[str]] = {}
+    for tok, c, in_word in choices:
+        if in_word:
+            counts.setdefault(tok, Counter())[c] += 1
+    prior: dict[str, dict[str, float]] = {}
+    for tok, cnt in counts.items():
+        alpha = _ADAPT_SMOOTHING / max(len(_token_options(tok, losses)), 1)
+        prior[tok] = {c: _ADAPT_WEIGHT * math.log((n + alpha) / alpha) for c, n in cnt.items()}
+    return prior
+
+
+def _render_runs(
+    text: str,
+    parses: list[_RunParse],
+    model: _CharModel | None,
+    losses: _Losses,
+    script: str | None,
+    cache: _PassCache,
+    stats: _RepairStats,
+) -> tuple[str, _RepairStats]:
     out: list[str] = []
     pos = 0
     for p in parses:
-        damaged_only = (p.broken or p.lone) and not valid_per_line[p.line]
-        if damaged_only and not (mostly_mojibake and p.broken and p.broken + p.lone >= 2):
-            continue  # damaged sequences alone are no proof of mojibake (café—, naïve)
-        if (p.broken or p.lone) and model is None:
-            model = _model()
-            model.load_words()
-            losses = _infer_losses(_byte_counts(parses), sum(q.slots for q in parses), model.byte_share())
-            stats.lost = tuple(
-                b for b, lp in zip(losses.values, losses.logp, strict=True) if lp > math.log(0.5)
-            )
-            script = _script(model, [text, *(v for q in parses for k, v in q.pieces if k == "text")])
         reconstructed = stats.reconstructed
         before = ("".join(out[-4:]) + text[pos : p.start])[-200:]
         fixed = _render(p, model, losses, stats, before, script, cache)
