@@ -391,14 +391,15 @@ def render(report: dict[str, Any]) -> str:
         "building a Python list of every character on the page) and "
         f"{layout_ms:.0f} ms with its default layout-model gate (the model runs on every page); even "
         "without the model, calling it on every page would cap extraction near "
-        f"{1000 / ungated_ms:.0f} pages/s. `text` mode first reads the page's vector paths "
-        f"(`get_cdrawings`: {cdraw_ms:.1f} ms per page) and calls `find_tables` only clipped to clusters "
-        "of horizontal and vertical rules that could form a grid (3 of each at least), then builds "
-        "the cells' text from the characters inside each cell. Measured: "
-        f"{table_ms:.0f} ms more per page that holds a table (`text` {pps('text'):.0f} pages/s against "
-        f"`text-no-tables` {pps('text-no-tables'):.0f} pages/s, with a table on every fourth page). "
-        "That is cheap enough to stay on by default. Borderless tables are not found: their cells come "
-        "out as ordinary lines.",
+        f"{1000 / ungated_ms:.0f} pages/s. `text` mode does not call it: it reads the page's vector "
+        f"paths (`get_cdrawings`: {cdraw_ms:.1f} ms per page), goes on only where at least three "
+        "horizontal and three vertical rules touch, builds the grid itself (rules snapped and joined, "
+        "crossings, cells, tables of at least two rows and two columns) and fills the cells from the "
+        "spans already read for the page (character by character only for a span that crosses a cell "
+        f"border). Measured: {table_ms:.1f} ms more per page that holds a table (`text` "
+        f"{pps('text'):.0f} pages/s against `text-no-tables` {pps('text-no-tables'):.0f} pages/s, with a "
+        "table on every fourth page); on real reports see `pdf_reports.md`. Borderless tables (no "
+        "vertical rule, no shading) are not found: their cells come out as ordinary lines.",
         "",
         f"## Structure recovered (`mixed_pdf_with_blocks({args['quality_pages']}, seed={args['seed'] + 1})`)",
         "",

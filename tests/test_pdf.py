@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -518,3 +519,35 @@ def test_large_pdf_memory_follows_the_text_not_the_pages() -> None:
         ratios.append(peak / len(doc.text.encode()))
     assert max(ratios) < 12, ratios
     assert ratios[1] < ratios[0] * 1.15, ratios  # nothing grows faster than the text
+
+
+# --- real reports (../shared/eval/pdf_reports_en; skipped where absent) -----------------------------
+
+REPORTS = Path(__file__).resolve().parents[2] / "shared" / "eval" / "pdf_reports_en" / "docs"
+
+
+@pytest.mark.skipif(not REPORTS.is_dir(), reason="shared PDF reports not present")
+@pytest.mark.parametrize(
+    ("name", "page", "table"),
+    [
+        (  # ruled grid with a cell spanning two rows (checked against the rendered page)
+            "DOC2022.pdf",
+            35,
+            "| Description | Type | Status | Start Date | End Date | Number & Demographics |\n"
+            "| --- | --- | --- | --- | --- | --- |\n"
+            "| Number and demographics of workers placed through Good Jobs Challenge "
+            "| Target | Unspecified |  |  |  |\n"
+            "|  | Actual |  |  |  |  |",
+        ),
+        (  # dark header band, rows separated by hairlines, no vertical rule below the header
+            "2020-annual-performance-report.pdf",
+            13,
+            "| OBJECTIVE | OBJECTIVE STATEMENT |\n| --- | --- |\n"
+            "| 1.1 | Drive improvements to the hiring process so agencies are able to hire the best "
+            "candidate in a timely manner |",
+        ),
+    ],
+)
+def test_real_report_tables_keep_rows_under_their_header(name: str, page: int, table: str) -> None:
+    doc = extract_pdf((REPORTS / name).read_bytes(), name=name)
+    assert table in _page_text(doc, page)
