@@ -1,13 +1,14 @@
 """Background writes: one writer thread runs ingest and delete jobs in order.
 
 All writes to the data dir happen on this thread, through its own chunk-store
-connection (see :mod:`api.serving` for why readers and the writer never share
-one). An ingest job runs :func:`ingest.pipeline.sync_paths` (which commits whole
-documents and reads/chunks files in worker processes), publishing what is
-committed every ``publish_interval_s`` and once more at the end; a delete job
-removes the document in one transaction and publishes. A job is ``done`` only
-after its publish, so a client that polls ``GET /v1/jobs/{id}`` until ``done``
-then finds the documents in search.
+connection (see :mod:`rag.serving` for why readers and the writer never share
+one), and through the one write path of :mod:`ingest.publish`: an ingest job
+(an upload, a `rag ingest` sent by the CLI, a batch of changes the folder
+watcher saw) commits whole documents, publishing what is committed every
+``publish_interval_s`` and once more at the end; a delete job removes the
+document and publishes. A job is ``done`` only after its publish, so a client
+that polls ``GET /v1/jobs/{id}`` until ``done`` then finds the documents in
+search.
 
 When idle, the thread checks every ``publish_interval_s`` whether another
 process (``rag ingest`` on the same data dir) committed changes, and publishes
@@ -30,9 +31,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from api.errors import internal_error_body, rag_error_body
-from api.serving import Published, ServingEngine
 from api.uploads import remove_upload
-from rag.errors import NotFoundError, RagError
+from ingest.publish import LEG_WAIT_S, Cancelled, delete_and_publish, ingest_and_publish, publish
+from rag.engine import Published
+from rag.errors import RagError
+from rag.filestatus import FileStatusBook
+from rag.serving import ServingEngine
 from rag.settings import Settings
 from rag.store import ChunkStore
 
@@ -50,6 +54,7 @@ class Job:
     paths: list[Path] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     doc_id: str | None = None
+    settings: Settings | None = field(default=None, repr=False)  # this job's own ingest settings
     status: JobStatus = "queued"
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
@@ -83,10 +88,14 @@ class Job:
 class JobRunner:
     """The writer thread and the table of jobs it ran or will run."""
 
-    def __init__(self, engine: ServingEngine, settings: Settings, uploads: Path) -> None:
+    def __init__(
+        self, engine: ServingEngine, settings: Settings, uploads: Path, status: FileStatusBook | None = None
+    ) -> None:
         self.engine = engine
         self.settings = settings
         self.uploads = uploads
+        self.status = status or FileStatusBook(settings.data_dir)
+        self.cancel = threading.Event()
         self.interval = settings.api.publish_interval_s
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._jobs: OrderedDict[str, Job] = OrderedDict()
@@ -108,6 +117,7 @@ class JobRunner:
         """Finish the running job (queued ones are dropped); False if it did not end in time."""
         if self._thread is None:
             return True
+        self.cancel.set()  # a running ingest stops after its current file
         with self._lock:
             for job in self._jobs.values():
                 if job.status == "queued":
@@ -138,8 +148,9 @@ class JobRunner:
         self._queue.put(job)
         return job
 
-    def submit_ingest(self, paths: list[Path], sources: list[str]) -> Job:
-        return self._submit(Job(self._new_id(), "ingest", paths=paths, sources=sources))
+    def submit_ingest(self, paths: list[Path], sources: list[str], settings: Settings | None = None) -> Job:
+        """Ingest ``paths`` (files and folders) with ``settings`` (default: the server's)."""
+        return self._submit(Job(self._new_id(), "ingest", paths=paths, sources=sources, settings=settings))
 
     def submit_delete(self, doc_id: str, source: str) -> Job:
         return self._submit(Job(self._new_id(), "delete", doc_id=doc_id, sources=[source]))
@@ -194,6 +205,9 @@ class JobRunner:
                 published = self._publish(hold=False, force=True)
                 job.result = {"published": published.as_dict() if published else None}
             job.status = "done"
+        except Cancelled as exc:
+            job.status, job.error, job.exception = "failed", rag_error_body(exc)["error"], exc
+            job.error["type"] = "cancelled"
         except RagError as exc:
             job.status, job.error, job.exception = "failed", rag_error_body(exc)["error"], exc
         except Exception:
@@ -203,57 +217,32 @@ class JobRunner:
             job.finished_at = time.time()
             job.done.set()
 
-    def _publish(self, *, hold: bool, force: bool = False) -> Published | None:
-        """Publish under the data dir's writer lock (held already when ``hold``), so that a
-        `rag ingest` in another process never saves the indexes at the same time."""
+    def _publish(self, *, hold: bool, force: bool = False, wait_s: float = LEG_WAIT_S) -> Published | None:
+        """Publish under the data dir's writer lock (held already when ``hold``)."""
         assert self._writer is not None
-        if hold:
-            return self.engine.publish(force=force)
-        self._writer.acquire_writer_lock()
-        try:
-            return self.engine.publish(force=force)
-        finally:
-            self._writer.release_writer_lock()
+        return publish(self.engine, self._writer, hold=hold, force=force, wait_s=wait_s)
 
     def _ingest(self, job: Job) -> dict[str, Any]:
-        from ingest.pipeline import sync_paths
-
         assert self._writer is not None
-        publishes: list[Published] = []
-        last = time.monotonic()
 
         def progress(done: int, total: int, item: str) -> None:
-            nonlocal last
             job.progress = {"done": done, "total": total}
-            if time.monotonic() - last >= self.interval:
-                # sync_paths holds the writer lock and has committed everything before this file
-                published = self._publish(hold=True)
-                if published:
-                    publishes.append(published)
-                last = time.monotonic()
 
-        report = sync_paths(job.paths, self.settings, self._writer, progress=progress)
-        final = self._publish(hold=False)
-        if final:
-            publishes.append(final)
-        out = report.as_dict()
-        out["generation"] = self.engine.generation()
-        out["publishes"] = len(publishes)
-        out["max_locked_ms"] = round(max((p.locked_ms for p in publishes), default=0.0), 2)
-        return out
+        outcome = ingest_and_publish(
+            job.paths,
+            job.settings or self.settings,
+            self.engine,
+            self._writer,
+            progress=progress,
+            publish_every_s=self.interval,
+            status=self.status,
+            cancel=self.cancel,
+        )
+        return outcome.job_dict(self.engine)
 
     def _delete(self, job: Job) -> dict[str, Any]:
         assert self._writer is not None and job.doc_id is not None
-        record = self._writer.document(job.doc_id)
-        if record is None:
-            raise NotFoundError(f"no document {job.doc_id}", hint="GET /v1/documents lists them")
-        self._writer.acquire_writer_lock()
-        try:
-            with self._writer.transaction() as tx:
-                tx.delete_document(job.doc_id)
-            published = self._publish(hold=True)
-        finally:
-            self._writer.release_writer_lock()
+        record, published = delete_and_publish(self.engine, self._writer, job.doc_id, status=self.status)
         removed_file = remove_upload(self.uploads, record.path)
         return {
             "deleted": True,
@@ -272,6 +261,6 @@ class JobRunner:
             if self._writer.generation() == self.engine.generation():
                 return
             with contextlib.suppress(RagError):  # e.g. that process still holds the writer lock
-                self._publish(hold=False)
+                self._publish(hold=False, wait_s=0)
         except Exception:
             log.error("publishing external changes failed:\n%s", traceback.format_exc())

@@ -181,16 +181,31 @@ class AskResponse(BaseModel):
 
 
 class Document(BaseModel):
-    doc_id: str
+    doc_id: str | None = Field(description="None for a file that failed or is not ingested yet.")
     source: str
     path: str
-    format: str
+    format: str | None
     pages: int | None
     chunks: int
     encoding: str | None
-    notes: list[str]
-    ingested_at: float = Field(description="Unix time of the last (re)ingest.")
+    notes: list[str] = Field(description="What ingest noted: repairs, redactions.")
+    ingested_at: float | None = Field(description="Unix time of the last (re)ingest.")
+    status: Literal["indexed", "pending", "failed"] = Field(
+        description="`indexed`; `pending` (a change waits to be ingested); `failed` (see `error`)."
+    )
+    error: str | None = Field(description="Why the file could not be ingested (status `failed`).")
     uploaded: bool = Field(description="Whether the file came through POST /v1/documents.")
+
+
+class IngestRequest(BaseModel):
+    """Files and folders on the server's machine to ingest (what `rag ingest` sends to the owner)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    paths: list[str] = Field(min_length=1, max_length=10_000, description="Absolute paths.")
+    include: list[str] = Field(default_factory=list, description="As `rag ingest --include`.")
+    exclude: list[str] = Field(default_factory=list, description="As `rag ingest --exclude`.")
+    no_redact: bool = Field(False, description="As `rag ingest --no-redact`.")
 
 
 class DocumentList(BaseModel):

@@ -12,16 +12,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from api.jobs import JobRunner
-from api.serving import ServingEngine
 from api.uploads import clear_partials, uploads_dir
 from rag.errors import RagError
 from rag.llm import LLM, make_llm
+from rag.serving import ServingEngine
 from rag.settings import Settings
 
 if TYPE_CHECKING:
@@ -67,15 +67,17 @@ class Service:
             self._engine, self._jobs, self.error = engine, jobs, None
 
     def stop(self) -> None:
+        """Stop the writer thread and close everything; never raises (a failure to close one
+        part is logged in one line and the rest is still closed)."""
         jobs, engine = self._jobs, self._engine
         self._jobs = self._engine = None
-        if jobs is not None and not jobs.stop():
+        if jobs is not None and not _quietly("stopping the writer thread", jobs.stop, default=False):
             log.warning("a write job was still running at shutdown; the store keeps what it committed")
             engine = None  # the writer thread may still use it
         if engine is not None:
-            engine.close()
+            _quietly("closing the index", engine.close)
         if self.llm is not None:
-            self.llm.close()
+            _quietly("closing the model client", self.llm.close)
 
     # -- access ------------------------------------------------------------------------------------
 
@@ -98,6 +100,15 @@ class Service:
     @property
     def ready(self) -> bool:
         return self._engine is not None
+
+
+def _quietly(what: str, fn: Any, default: Any = None) -> Any:
+    try:
+        return fn()
+    except Exception as exc:
+        reason = exc.one_line() if isinstance(exc, RagError) else f"{type(exc).__name__}: {exc}"
+        log.error("%s failed: %s", what, reason)
+        return default
 
 
 async def get_service(request: Request) -> Service:

@@ -192,6 +192,8 @@ class IngestReport:
     reprocessed: int = 0  # of ``updated``: unchanged files re-read because their versions were older
     notes: list[dict[str, str]] = field(default_factory=list)
     redactions: dict[str, int] = field(default_factory=dict)
+    #: absolute path -> error of each failed file (``failed`` names them by source); not in as_dict
+    failed_paths: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -490,5 +492,6 @@ def _failed(
     pending: list[Callable[[StoreWriter], object]],
 ) -> None:
     report.failed.append({"path": found.source, "error": message})
+    report.failed_paths[str(found.path)] = message
     if existing is not None:  # its old chunks no longer describe the file
         pending.append(lambda tx: tx.delete_document(existing.doc_id))

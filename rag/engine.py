@@ -2,16 +2,24 @@
 
 ``Engine.open(settings)`` wires the chunk store, the BMX leg and (when a model
 is configured) the dense leg. Heavy parts load lazily: a sparse-only search
-never imports torch.
+never imports torch. :func:`make_leg` builds every leg from its settings
+sections.
+
+:meth:`Engine.publish` brings the legs to what the chunk store has committed.
+A plain engine does it in place (one process, no concurrent readers in it);
+:class:`rag.serving.ServingEngine` publishes a new consistent state beside the
+one searches see and swaps it in (see :mod:`rag.serving`).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rag.errors import InputError, StoreLockedError
-from rag.retrieval.legs import DenseLeg, Leg, ProgressFn, SparseLeg, SyncResult, dense_leg, sparse_leg
+from rag.retrieval.legs import Leg, ProgressFn, SyncResult, dense_leg, sparse_leg
 from rag.retrieval.search import LEG_NAMES, Hit, Mode, Retriever
 from rag.settings import Settings
 from rag.store import ChunkStore
@@ -28,6 +36,37 @@ def available_legs(settings: Settings) -> list[str]:
     if settings.graph.enabled:
         names.append("graph")
     return names
+
+
+def make_leg(name: str, settings: Settings, *, embedder: Embedder | None = None) -> Leg:
+    """The leg ``name`` as its settings sections describe it (``embedder`` replaces the model)."""
+    if name == "sparse":
+        return sparse_leg(settings.data_dir, settings.sparse)
+    if name == "dense":
+        return dense_leg(settings.data_dir, settings.embedding, settings.vectors, embedder=embedder)
+    if name == "graph":
+        from rag.graph import graph_leg
+
+        return graph_leg(settings.data_dir, settings.graph, settings.llm, workers=settings.ingest.workers)
+    raise InputError(f"unknown retrieval leg {name!r}", hint="one of: " + ", ".join(LEG_NAMES))
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """What one :meth:`Engine.publish` did."""
+
+    generation: int
+    previous: int | None
+    took_s: float
+    locked_ms: float  # how long searches were held back (0 for an engine without readers)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "previous": self.previous,
+            "took_s": round(self.took_s, 3),
+            "locked_ms": round(self.locked_ms, 2),
+        }
 
 
 class Engine:
@@ -73,29 +112,11 @@ class Engine:
         return self._legs[name]
 
     def _make_leg(self, name: str) -> Leg:
-        s = self.settings
-        if name == "sparse":
-            return sparse_leg(s.data_dir, cjk=s.sparse.cjk, alpha=s.sparse.alpha, beta=s.sparse.beta)
-        if name == "dense":
-            return dense_leg(
-                s.data_dir,
-                model=s.embedding.model,
-                device=s.embedding.device,
-                batch_size=s.embedding.batch_size,
-                backend=s.vectors.backend,
-                url=s.vectors.url,
-                api_key=s.vectors.api_key,
-                collection=s.vectors.collection,
-                embedder=self._embedder,
-                shard_number=s.vectors.shard_number,
-                replication_factor=s.vectors.replication_factor,
-                numpy_queries=s.embedding.query_runtime == "numpy",
-            )
-        if name == "graph":
-            from rag.graph import graph_leg
+        return make_leg(name, self.settings, embedder=self._embedder)
 
-            return graph_leg(s.data_dir, s.graph, s.llm, workers=s.ingest.workers)
-        raise InputError(f"unknown retrieval leg {name!r}", hint="one of: " + ", ".join(LEG_NAMES))
+    def loaded_legs(self) -> dict[str, Leg]:
+        """The legs opened so far, by name."""
+        return dict(self._legs)
 
     def legs_for(self, mode: Mode) -> dict[str, Leg]:
         """The legs a search in ``mode`` runs. In hybrid mode a leg whose store another
@@ -128,6 +149,20 @@ class Engine:
         """Bring the derived indexes in step with the chunk store."""
         return {n: self.leg(n).sync(self.store, progress) for n in (legs or self.available_legs())}
 
+    def publish(self, *, force: bool = False, progress: ProgressFn | None = None) -> Published | None:
+        """Bring every configured leg to the chunk store's committed state; None when all were
+        there already (unless ``force``). The caller holds the data dir's writer lock."""
+        t0 = time.perf_counter()
+        generation = self.store.generation()
+        legs = {name: self.leg(name) for name in self.available_legs()}
+        before = {name: leg.generation for name, leg in legs.items()}
+        if not force and all(g == generation for g in before.values()):
+            return None
+        for leg in legs.values():
+            leg.sync(self.store, progress)
+        previous = min((g for g in before.values() if g is not None), default=None)
+        return Published(generation, previous, time.perf_counter() - t0, 0.0)
+
     def retriever(self, mode: Mode = "hybrid") -> Retriever:
         return Retriever(self.store, self.legs_for(mode), self.settings.retrieval)
 
@@ -142,13 +177,7 @@ class Engine:
             "legs": {},
         }
         for name, leg in self._legs.items():
-            info: dict[str, Any] = {"in_sync": getattr(leg, "generation", None) == out["generation"]}
-            if isinstance(leg, SparseLeg):
-                info["chunks"] = len(leg.index)
-            elif isinstance(leg, DenseLeg):
-                info["chunks"] = leg.vectors.count()
-                info["model"] = leg.embedder.name
-            elif name == "graph":
-                info.update(leg.stats())  # type: ignore[attr-defined]  # chunks, entities, edges
+            info: dict[str, Any] = {"in_sync": leg.generation == out["generation"]}
+            info.update(leg.stats())
             out["legs"][name] = info
         return out

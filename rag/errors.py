@@ -19,6 +19,7 @@ line and exits non-zero, the HTTP API maps them to a status code)::
     │   └── NoTextLayerError      scanned PDF without extractable text
     ├── StoreError                the on-disk index state is unusable
     │   └── StoreLockedError      another writer holds the data dir
+    │       └── DataDirOwnedError another process owns the data dir (rag.owner)
     └── BackendError              an external service/model failed
         ├── DependencyMissingError  an optional package is not installed
         └── LLMError              the language model server failed
@@ -103,6 +104,10 @@ class StoreLockedError(StoreError):
     """Another process holds a store of the data dir; opening it was refused, nothing was written."""
 
     hint = "another process is using this data dir; wait for it to finish or use another --data-dir"
+
+
+class DataDirOwnedError(StoreLockedError):
+    """Another live process (a server or an ingest) owns the data dir; see :mod:`rag.owner`."""
 
 
 class BackendError(RagError):

@@ -1,4 +1,9 @@
-"""One engine shared by every request, kept consistent while ingests and deletes run.
+"""Consistency lives here: one engine shared by many readers, kept consistent while a writer ingests.
+
+The HTTP server (:mod:`api`) and anything else that searches while it writes
+(``rag ingest --watch``) use :class:`ServingEngine`; the transport only routes
+requests to it. Writers go through :func:`ingest.publish.ingest_and_publish`
+(or delete, then :meth:`ServingEngine.publish`), one thread at a time.
 
 The problem. The server holds ONE :class:`~rag.engine.Engine` (the embedded
 Qdrant store is single-process, so there cannot be two). Writers add, replace
@@ -18,8 +23,8 @@ off to the side and swapped in at once.
   chunk lookup of a hit, the document list) sees the same committed
   generation, whatever the ingest commits meanwhile on its own connection.
   SQLite in WAL mode lets this reader and the writer work at the same time.
-* :meth:`ServingEngine.publish` (called only by the single writer thread, see
-  :mod:`api.jobs`) pins a new snapshot and brings the legs to it:
+* :meth:`ServingEngine.publish` (called only by the single writer thread, e.g.
+  the server's job thread) pins a new snapshot and brings the legs to it:
 
   - the sparse (BMX) leg copy-on-write: a second copy is loaded from disk
     (30 ms at 10k chunks), synced to the new snapshot and saved, all outside
@@ -34,8 +39,8 @@ off to the side and swapped in at once.
     swapped. Searches take the *read* side, so they wait only for this short
     swap and never see a mix.
   - any other leg (the entity graph) syncs in place, so it too syncs under the
-    write lock; a leg that offers ``prepare(store)`` gets it called first,
-    outside the lock, for its slow part. The graph leg's ``prepare`` extracts
+    write lock; every leg's ``prepare(store)`` (:class:`~rag.retrieval.legs.Leg`)
+    is called first, outside the lock, for its slow part. The graph leg's ``prepare`` extracts
     the entities of the new chunks, so under the lock it only writes them
     (measured in ``bench/results/api_load.md``).
 
@@ -63,13 +68,12 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rag.engine import Engine
+from rag.engine import Engine, Published
 from rag.errors import StoreError
-from rag.retrieval.legs import DenseLeg, Leg
+from rag.retrieval.legs import Leg, ProgressFn
 from rag.retrieval.search import Hit, Mode
 from rag.settings import Settings
 from rag.store import ChunkStore, StoreWriter
@@ -77,10 +81,10 @@ from rag.store import ChunkStore, StoreWriter
 if TYPE_CHECKING:
     from rag.embed import Embedder
 
+__all__ = ["COPY_ON_WRITE", "Published", "RWLock", "ServingEngine", "SnapshotStore"]
+
 #: Legs that are rebuilt beside the live copy and swapped in (their on-disk index can be opened twice).
 COPY_ON_WRITE = frozenset({"sparse"})
-#: Chunks embedded per batch when the embedding cache is warmed before a publish.
-WARM_BATCH = 256
 
 
 class RWLock:
@@ -164,24 +168,6 @@ class SnapshotStore(ChunkStore):
         super().close()
 
 
-@dataclass(frozen=True, slots=True)
-class Published:
-    """What one :meth:`ServingEngine.publish` did."""
-
-    generation: int
-    previous: int
-    took_s: float
-    locked_ms: float  # how long searches were held back
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "generation": self.generation,
-            "previous": self.previous,
-            "took_s": round(self.took_s, 3),
-            "locked_ms": round(self.locked_ms, 2),
-        }
-
-
 class ServingEngine(Engine):
     """The server's engine: searches under the read lock, state replaced by :meth:`publish`."""
 
@@ -219,7 +205,7 @@ class ServingEngine(Engine):
         with self.lock.read():
             out = super().status()
             for name, leg in self._legs.items():
-                out["legs"].setdefault(name, {})["generation"] = getattr(leg, "generation", None)
+                out["legs"].setdefault(name, {})["generation"] = leg.generation
         return out
 
     def generation(self) -> int:
@@ -228,14 +214,16 @@ class ServingEngine(Engine):
     def behind(self) -> bool:
         """Whether a loaded leg reflects another generation than the pinned snapshot."""
         gen = self.store.generation()
-        return any(getattr(leg, "generation", gen) != gen for leg in self._legs.values())
+        return any(leg.generation != gen for leg in self._legs.values())
 
     # -- the writer ---------------------------------------------------------------------------------
 
-    def publish(self, *, force: bool = False) -> Published | None:
+    def publish(self, *, force: bool = False, progress: ProgressFn | None = None) -> Published | None:
         """Make the latest committed state of the chunk store the one every search sees.
 
-        Only one thread may call this (the writer thread). None when nothing changed.
+        Only one thread may call this (the writer thread), holding the data dir's writer
+        lock. None when nothing changed. ``progress`` is not reported (the slow parts run
+        beside the searches).
         """
         t0 = time.perf_counter()
         new = SnapshotStore(self.settings.data_dir)
@@ -253,7 +241,7 @@ class ServingEngine(Engine):
                     leg.sync(new)
             for name, leg in self._legs.items():
                 if name not in fresh:
-                    prepare(leg, new)
+                    leg.prepare(new)
             with self.lock.write():
                 t_lock = time.perf_counter()
                 for name, leg in self._legs.items():
@@ -276,24 +264,3 @@ class ServingEngine(Engine):
         self.last_publish = result
         self.publishes += 1
         return result
-
-
-def prepare(leg: Leg, store: ChunkStore) -> None:
-    """Do the slow part of ``leg``'s next sync to ``store`` now, while searches go on: embeddings
-    for the dense leg; a leg's own ``prepare(store)`` when it has one."""
-    if isinstance(leg, DenseLeg):
-        warm_embeddings(leg, store)
-        return
-    own = getattr(leg, "prepare", None)
-    if callable(own):
-        own(store)
-
-
-def warm_embeddings(leg: DenseLeg, store: ChunkStore) -> int:
-    """Embed (into the leg's embedding cache) the chunks of ``store`` the vector store lacks, so
-    the leg's own sync, done while searches wait, finds every vector in the cache."""
-    missing = sorted(store.chunk_ids() - leg.vectors.ids())
-    for i in range(0, len(missing), WARM_BATCH):
-        chunks = store.get_chunks(missing[i : i + WARM_BATCH])
-        leg.cache.embed_passages(leg.embedder, [c.index_text() for c in chunks])
-    return len(missing)

@@ -1,32 +1,29 @@
-"""Documents and jobs: list, upload (ingested in the background), delete, poll a job."""
+"""Documents and jobs: list (with each file's status), upload or ingest by path (in the
+background), delete, poll a job."""
 
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
-from api.auth import require_read, require_write
+from api.auth import is_loopback, require_read, require_write
+from api.errors import ApiError
 from api.jobs import Job
-from api.schemas import DeleteResponse, DocumentList, JobInfo, JobList, UploadResponse
+from api.schemas import DeleteResponse, DocumentList, IngestRequest, JobInfo, JobList, UploadResponse
 from api.service import EngineDep, ServiceDep
 from api.uploads import place_upload, safe_filename, stage_upload
 from rag.errors import ConflictError, InputError, NotFoundError, RagError
-from rag.store import DocumentRecord
+from rag.filestatus import document_rows
 
 router = APIRouter(tags=["documents"])
 
 #: How long DELETE waits for its job before answering 202 with the job to poll.
 DELETE_WAIT_S = 30.0
-
-
-def document_row(d: DocumentRecord, uploads: Path) -> dict[str, Any]:
-    """One document as `rag documents --json` lists it, plus whether it was uploaded."""
-    return {**d.listing(), "uploaded": Path(d.path).parent == uploads.resolve()}
 
 
 @router.get(
@@ -41,11 +38,48 @@ def list_documents(
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> Response:
-    """Paths, pages, chunk counts and ingest times, sorted by source, as searches see them now."""
+    """Every file, sorted by source: indexed documents as searches see them now (paths, pages,
+    chunk counts, ingest times, the notes ingest kept: repairs, redactions), files waiting to be
+    ingested (`pending`) and files that failed, with the reason (`failed`, `error`)."""
     with engine.reading():
         docs = engine.store.documents()
-    rows = [document_row(d, service.uploads) for d in docs[offset : offset + limit]]
-    return JSONResponse({"total": len(docs), "documents": rows})
+    rows = document_rows(docs, service.jobs().status.snapshot(), service.settings.data_dir)
+    return JSONResponse({"total": len(rows), "documents": rows[offset : offset + limit]})
+
+
+@router.post(
+    "/v1/ingest",
+    summary="Ingest files and folders of the server's machine",
+    status_code=202,
+    response_model=JobInfo,
+    dependencies=[Depends(require_write)],
+)
+def ingest_paths(body: IngestRequest, request: Request, service: ServiceDep) -> Response:
+    """What `rag ingest PATH...` sends to the server that owns its data dir: the paths are read
+    by the server, so only a client on the server's own machine may send them (403 otherwise).
+    Poll `GET /v1/jobs/{id}`; its `result` is the `rag ingest --json` object."""
+    client = request.client.host if request.client else ""
+    if not is_loopback(client):
+        raise ApiError(
+            403,
+            "ingest by path is only accepted from the server's own machine",
+            hint="upload the files with POST /v1/documents instead",
+        )
+    paths = [Path(p) for p in body.paths]
+    for p in paths:
+        if not p.is_absolute():
+            raise InputError(f"path is not absolute: {p}", hint="send absolute paths")
+        if not p.exists():
+            raise InputError(f"path not found: {p}", hint="check the path; nothing was ingested")
+    settings = service.settings.model_copy(deep=True)
+    if body.include:
+        settings.ingest.include = list(body.include)
+    if body.exclude:
+        settings.ingest.exclude = [*settings.ingest.exclude, *body.exclude]
+    if body.no_redact:
+        settings.ingest.redact_secrets = False
+    job = service.jobs().submit_ingest(paths, [str(p) for p in paths], settings)
+    return JSONResponse(job.as_dict(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
 
 @router.post(

@@ -15,11 +15,11 @@ from api.auth import require_read
 from api.limits import check_k, check_text
 from api.schemas import AskRequest, AskResponse, SearchRequest, SearchResponse
 from api.service import EngineDep, ServiceDep
-from api.serving import ServingEngine
 from api.sse import EventStream, closing_iterator, sse_event
 from rag.answer import answer, answer_stream
 from rag.conversation import answer_dict, conversation_stream, converse
 from rag.llm import LLM, ChatMessage
+from rag.serving import ServingEngine
 
 router = APIRouter(tags=["search"], dependencies=[Depends(require_read)])
 

@@ -24,7 +24,7 @@ damped match on what the question's entities are usually written with.
 The leg keeps itself in step with the chunk store the way the sparse leg does:
 by chunk-id diff and the store generation; a change of extractor, alias table
 or rules (the fingerprint in ``meta``) rebuilds it from the store. A sync can
-be done in two steps (the HTTP server does, ``api/serving.py``): ``prepare``
+be done in two steps (a published engine does, :mod:`rag.serving`): ``prepare``
 computes the diff and extracts the entities of the chunks to add, in memory,
 writing nothing, while searches go on; the ``sync`` that follows, to the same
 store generation, only writes. Any other sync does the whole work itself.
@@ -369,6 +369,10 @@ class GraphLeg:
             "entities": self.graph.count("entities"),
             "edges": self.graph.count("edges"),
         }
+
+    def flush(self) -> None:
+        """Move the graph's WAL into its database file (every sync commits before it returns)."""
+        self.graph.checkpoint()
 
     def close(self) -> None:
         if self.llm is not None:

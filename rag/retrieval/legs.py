@@ -4,6 +4,12 @@ A leg keeps itself in step with the store by diffing chunk ids (the store is
 the source of truth): ``sync`` adds what is new and removes what is gone, so it
 is idempotent and recovers from any interruption. Each leg records the store
 generation it reflects, so an up-to-date leg costs nothing to check.
+
+:class:`Leg` declares everything callers use. A sync may be split in two
+(:mod:`rag.serving` does, to keep searches waiting as little as possible):
+``prepare(store)`` does the slow part (embedding, entity extraction) while
+searches go on, writing nothing a search reads; the ``sync`` to the same store
+then mostly writes.
 """
 
 from __future__ import annotations
@@ -14,13 +20,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rag.errors import StoreError
 from rag.store import ChunkStore
 
 if TYPE_CHECKING:
     from rag.embed import Embedder, EmbeddingCache
+    from rag.settings import EmbeddingSettings, SparseSettings, VectorSettings
     from rag.sparse.bmx import BMXIndex
     from rag.sparse.tokenize import Tokenizer
     from rag.vectors import VectorStore
@@ -35,12 +42,36 @@ class SyncResult:
     took_s: float
 
 
+#: Chunks embedded per batch when :meth:`DenseLeg.prepare` warms the embedding cache.
+WARM_BATCH = 256
+
+
 class Leg(Protocol):
+    """A retrieval leg: an index derived from the chunk store."""
+
     name: str
+    #: The store generation the leg reflects (None: never synced).
+    generation: int | None
 
-    def search(self, query: str, k: int) -> dict[str, float]: ...
+    def search(self, query: str, k: int) -> dict[str, float]:
+        """``{chunk_id: score}`` of the best ``k`` chunks for ``query``."""
+        ...
 
-    def sync(self, store: ChunkStore, progress: ProgressFn | None = None) -> SyncResult: ...
+    def prepare(self, store: ChunkStore) -> None:
+        """The slow part of the next :meth:`sync` to ``store``, done ahead; writes nothing searched."""
+        ...
+
+    def sync(self, store: ChunkStore, progress: ProgressFn | None = None) -> SyncResult:
+        """Bring the leg to ``store``'s generation (idempotent, resumable)."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """Facts for status pages: at least ``chunks``."""
+        ...
+
+    def flush(self) -> None:
+        """Make every change durable."""
+        ...
 
     def close(self) -> None: ...
 
@@ -116,6 +147,15 @@ class SparseLeg:
         self.generation = generation
         return SyncResult(len(add), len(remove), time.perf_counter() - t0)
 
+    def prepare(self, store: ChunkStore) -> None:
+        """Nothing to do ahead: a publish syncs a second copy of this leg off to the side."""
+
+    def stats(self) -> dict[str, Any]:
+        return {"chunks": len(self.index)}
+
+    def flush(self) -> None:
+        """Nothing pending: :meth:`sync` saves the index before it returns."""
+
     def close(self) -> None:
         pass
 
@@ -142,6 +182,22 @@ class DenseLeg:
         self._state_path = directory / f"state-{_safe(embedder.name)}.json"
         self.generation: int | None = _read_state(self._state_path).get("generation")
 
+    def prepare(self, store: ChunkStore) -> None:
+        """Embed (into the embedding cache) the chunks of ``store`` the vector store lacks, so
+        the sync that follows finds every vector in the cache and only upserts."""
+        missing = sorted(store.chunk_ids() - self.vectors.ids())
+        for i in range(0, len(missing), WARM_BATCH):
+            chunks = store.get_chunks(missing[i : i + WARM_BATCH])
+            self.cache.embed_passages(self.embedder, [c.index_text() for c in chunks])
+
+    def stats(self) -> dict[str, Any]:
+        return {"chunks": self.vectors.count(), "model": self.embedder.name}
+
+    def flush(self) -> None:
+        flush = getattr(self.vectors, "flush", None)
+        if flush is not None:
+            flush()
+
     def search(self, query: str, k: int) -> dict[str, float]:
         if not query.strip():
             return {}
@@ -164,9 +220,7 @@ class DenseLeg:
             done += len(chunks)
             if progress:
                 progress(done, len(add), f"embedding ({self.embedder.name})")
-        flush = getattr(self.vectors, "flush", None)
-        if flush is not None:
-            flush()
+        self.flush()
         self.dir.mkdir(parents=True, exist_ok=True)
         _write_state(self._state_path, {"generation": generation, "model": self.embedder.name})
         self.generation = generation
@@ -180,50 +234,54 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)[:80]
 
 
-def sparse_leg(data_dir: Path, *, cjk: str | None, alpha: float | None, beta: float | None) -> SparseLeg:
+def sparse_leg(data_dir: Path, settings: SparseSettings) -> SparseLeg:
+    """The BMX leg as ``settings`` (the ``sparse`` section) describe it, under ``<data_dir>/sparse``."""
     from rag.sparse.tokenize import Tokenizer
 
-    tokenizer = Tokenizer(cjk=cjk) if cjk else Tokenizer()  # type: ignore[arg-type]
-    return SparseLeg(data_dir / "sparse", tokenizer, alpha=alpha, beta=beta)
+    cjk = settings.cjk
+    tokenizer = Tokenizer(cjk=cjk) if cjk else Tokenizer()
+    return SparseLeg(data_dir / "sparse", tokenizer, alpha=settings.alpha, beta=settings.beta)
 
 
 def dense_leg(
     data_dir: Path,
+    embedding: EmbeddingSettings,
+    vectors: VectorSettings,
     *,
-    model: str,
-    device: str,
-    batch_size: int,
-    backend: str,
-    url: str | None,
-    api_key: str | None,
-    collection: str,
     embedder: Embedder | None = None,
-    shard_number: int | None = None,
-    replication_factor: int | None = None,
-    numpy_queries: bool = False,
 ) -> DenseLeg:
+    """The dense leg as the ``embedding`` and ``vectors`` sections describe it, under
+    ``<data_dir>/dense``; ``embedder`` replaces the configured model (tests, benchmarks).
+
+    The vector store is opened before anything else of the leg, so a store another process
+    holds is refused (:class:`~rag.errors.StoreLockedError`) before any file is touched."""
     from rag.embed import EmbeddingCache, make_embedder
     from rag.vectors import open_vector_store
 
     emb = embedder or make_embedder(
-        model,
-        device=device,
-        batch_size=batch_size,
+        embedding.model,
+        device=embedding.device,
+        batch_size=embedding.batch_size,
         cache_dir=data_dir / "models",
-        numpy_queries=numpy_queries,
+        numpy_queries=embedding.query_runtime == "numpy",
     )
     directory = data_dir / "dense"
     directory.mkdir(parents=True, exist_ok=True)
-    cache = EmbeddingCache(directory / "embedding-cache.sqlite3")
-    name = f"{collection}-{_safe(emb.name)}"
-    vectors = open_vector_store(
-        backend,  # type: ignore[arg-type]
+    backend = vectors.backend
+    name = f"{vectors.collection}-{_safe(emb.name)}"
+    store = open_vector_store(
+        backend,
         path=directory / f"qdrant-{backend}-{name}" if backend != "server" else None,
-        url=url,
+        url=vectors.url,
         collection=name,
         dim=emb.dim,
-        api_key=api_key,
-        shard_number=shard_number,
-        replication_factor=replication_factor,
+        api_key=vectors.api_key,
+        shard_number=vectors.shard_number,
+        replication_factor=vectors.replication_factor,
     )
-    return DenseLeg(directory, emb, cache, vectors)
+    try:
+        cache = EmbeddingCache(directory / "embedding-cache.sqlite3")
+    except BaseException:
+        store.close()
+        raise
+    return DenseLeg(directory, emb, cache, store)

@@ -1,0 +1,146 @@
+"""The one write path: ingest files (or delete a document), then publish to the legs.
+
+`rag ingest`, the server's jobs (uploads, `rag ingest` through the server,
+deletes) and the folder watcher all write through these two functions, so
+"commit to the chunk store, then bring every leg to it under the data dir's
+writer lock" is written once. The engine decides what publishing means: a
+plain :class:`~rag.engine.Engine` syncs its legs in place; a
+:class:`~rag.serving.ServingEngine` swaps in a new consistent state beside
+the searches (see :mod:`rag.serving`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ingest.pipeline import IngestReport, sync_paths
+from rag.engine import Engine, Published
+from rag.errors import NotFoundError, RagError, StoreLockedError
+from rag.filestatus import FileStatusBook
+from rag.retrieval.legs import ProgressFn
+from rag.settings import Settings
+from rag.store import ChunkStore, DocumentRecord
+
+#: How long a publish waits for a leg another process holds for a moment (a search, say).
+LEG_WAIT_S = 30.0
+
+
+class Cancelled(RagError):
+    """The write was stopped (the server or the watcher is shutting down); committed work is kept."""
+
+    hint = "re-run it: files already committed are not read again"
+
+
+@dataclass
+class IngestOutcome:
+    report: IngestReport
+    publishes: list[Published] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``rag ingest --json`` object."""
+        return self.report.as_dict()
+
+    def job_dict(self, engine: Engine) -> dict[str, Any]:
+        """The ingest result a server job reports: the ``rag ingest --json`` object, plus publishing facts."""
+        out = self.as_dict()
+        out["generation"] = engine.store.generation()
+        out["publishes"] = len(self.publishes)
+        out["max_locked_ms"] = round(max((p.locked_ms for p in self.publishes), default=0.0), 2)
+        return out
+
+
+def publish(
+    engine: Engine,
+    writer: ChunkStore,
+    *,
+    hold: bool = False,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+    wait_s: float = LEG_WAIT_S,
+) -> Published | None:
+    """``engine.publish()`` under the data dir's writer lock (already held when ``hold``).
+
+    A leg another process holds for a moment (the embedded vector store while a read-only
+    search has it open) is waited for, up to ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        if not hold:
+            writer.acquire_writer_lock()
+        try:
+            return engine.publish(force=force, progress=progress)
+        except StoreLockedError:
+            if time.monotonic() >= deadline:
+                raise
+        finally:
+            if not hold:
+                writer.release_writer_lock()
+        time.sleep(0.2)
+
+
+def ingest_and_publish(
+    paths: Sequence[Path],
+    settings: Settings,
+    engine: Engine,
+    writer: ChunkStore,
+    *,
+    progress: ProgressFn | None = None,
+    publish_progress: ProgressFn | None = None,
+    publish_every_s: float | None = None,
+    status: FileStatusBook | None = None,
+    cancel: threading.Event | None = None,
+) -> IngestOutcome:
+    """Sync ``paths`` into the chunk store through ``writer``, then publish.
+
+    With ``publish_every_s``, what is committed so far is also published that often during a
+    long ingest (each step consistent). ``status`` learns which files failed and which are
+    settled. Setting ``cancel`` stops the ingest after the current file (:class:`Cancelled`).
+    """
+    publishes: list[Published] = []
+    last = time.monotonic()
+
+    def step(done: int, total: int, item: str) -> None:
+        nonlocal last
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("the ingest was stopped")
+        if progress is not None:
+            progress(done, total, item)
+        if publish_every_s is not None and time.monotonic() - last >= publish_every_s:
+            # sync_paths holds the writer lock and has committed everything before this file
+            published = publish(engine, writer, hold=True)
+            if published:
+                publishes.append(published)
+            last = time.monotonic()
+
+    report = sync_paths(list(paths), settings, writer, progress=step)
+    if status is not None:
+        # failed and failed_paths are filled together, in the same order
+        sources = {path: row["path"] for path, row in zip(report.failed_paths, report.failed, strict=False)}
+        status.settle(paths, report.failed_paths, sources)
+    final = publish(engine, writer, progress=publish_progress)
+    if final:
+        publishes.append(final)
+    return IngestOutcome(report, publishes)
+
+
+def delete_and_publish(
+    engine: Engine, writer: ChunkStore, doc_id: str, *, status: FileStatusBook | None = None
+) -> tuple[DocumentRecord, Published | None]:
+    """Remove one document from the chunk store and every leg; NotFoundError when unknown."""
+    writer.acquire_writer_lock()
+    try:
+        record = writer.document(doc_id)
+        if record is None:
+            raise NotFoundError(f"no document {doc_id}", hint="`rag documents` lists them")
+        with writer.transaction() as tx:
+            tx.delete_document(doc_id)
+        published = publish(engine, writer, hold=True)
+    finally:
+        writer.release_writer_lock()
+    if status is not None:
+        status.forget(record.path)
+    return record, published
