@@ -5,7 +5,7 @@ as it was, so a note still reads (``OPENAI_API_KEY=[REDACTED:openai_key]``) and 
 variable name. What counts as a secret:
 
 * provider tokens with a recognisable shape: OpenAI ``sk-``/``sk-proj-``, Anthropic ``sk-ant-``, GitHub
-  ``ghp_``/``gho_``/``ghs_``/``ghu_``/``ghr_``/``github_pat_``, Hugging Face ``hf_``, Slack ``xox?-`` and
+  ``ghp_``/``gho_``/``ghs_``/``ghu_``/``ghr_``/``github_pat_``, GitLab ``glpat-``, Hugging Face ``hf_``, Slack ``xox?-`` and
   webhook paths, Google ``AIza``, AWS access key ids ``AKIA``/``ASIA``, Stripe ``sk_live_``/``rk_live_``
   (and ``_test_``), JWTs;
 * values assigned to a secret-looking name (``*_KEY``, ``*token``, ``client_secret``, ``password``,
@@ -22,7 +22,7 @@ Not secrets: placeholders (``<...>``, ``${VAR}``, ``$VAR``, ``***``, ``xxx``, ``
 ``changeme``), code (``os.environ["X"]``, ``args.key``, ``getpass()``), prose that merely mentions a
 password, hashes, UUIDs and digests outside such assignments.
 
-Kinds: openai_key anthropic_key github_token huggingface_token slack_token slack_webhook google_api_key
+Kinds: openai_key anthropic_key github_token gitlab_token huggingface_token slack_token slack_webhook google_api_key
 aws_access_key_id aws_secret_key stripe_key jwt private_key bearer_token basic_auth password, and for
 generic names api_key, token, secret.
 
@@ -287,6 +287,7 @@ _TOKEN_RULES: list[tuple[str, re.Pattern[str], str]] = [
         ),
         ("github_token", r"gh(?<![A-Za-z0-9_-]gh)[pousr]_(?P<b>[A-Za-z0-9]{30,}+)", "gh"),
         ("github_token", r"github_pat_(?<![A-Za-z0-9_-]github_pat_)(?P<b>[A-Za-z0-9_]{30,}+)", "github_pat_"),
+        ("gitlab_token", r"gl(?<![A-Za-z0-9_-]gl)(?:pat|ptt|dt|rt|oas)-(?P<b>[A-Za-z0-9_-]{20,}+)", "gl"),
         ("huggingface_token", r"hf_(?<![A-Za-z0-9_-]hf_)(?P<b>[A-Za-z0-9]{30,}+)(?![A-Za-z0-9_-])", "hf_"),
         ("slack_token", r"xox(?<![A-Za-z0-9_-]xox)[abprs]-(?P<b>[A-Za-z0-9-]{10,}+)", "xox"),
         (
@@ -361,7 +362,8 @@ def _auth(text: str) -> Iterator[_Hit]:
                 yield m.start("v"), m.end("v"), "basic_auth"
 
 
-_URL_CREDS = re.compile(r"://(?P<user>[^\s:/@?#]{0,200}+):(?P<rest>[^\s/?#]{1,300}+)")
+# the password may hold a raw ``#`` (pasted unencoded); an ``@`` after it still ends it
+_URL_CREDS = re.compile(r"://(?P<user>[^\s:/@?#]{0,200}+):(?P<rest>[^\s/?]{1,300}+)")
 
 
 def _url_credentials(text: str) -> Iterator[_Hit]:
@@ -520,10 +522,11 @@ def _commands(text: str) -> Iterator[_Hit]:
                 yield m.start("v"), m.start("v") + len(v), "password"
 
 
-# After the label: an explicit separator (是, 为, a colon, =), or only spaces (a full-width one too), or
+# After the label: an explicit separator (是, 为 with up to three characters before them: 均为, 默认是,
+# 改为; a colon, =), or only spaces (a full-width one too), or
 # nothing at all (``root密码Abc123``); group ``sep`` tells which, since a bare space needs a stricter value.
 _CJK_TAIL = (
-    r"(?:\*\*)?(?:[ \t\u3000]*(?P<sep>是|为|為|:|：|=|＝|﹕)[ \t\u3000:：]*|[ \t\u3000]*)"
+    r"(?:\*\*)?(?:[ \t\u3000]*(?P<sep>[\u4e00-\u9fff]{0,3}?[是为為]|:|：|=|＝|﹕)[ \t\u3000:：]*|[ \t\u3000]*)"
     r"[“「『‘\"'`]?(?P<v>[!-~]{1,200}+)"
 )
 # 密码/口令 (password), 密钥/秘钥 (secret key), 令牌 (token). Each pattern starts with a literal, which scans
@@ -742,6 +745,7 @@ _EN_LABEL_WORDS = {
     "access token": "token",
     "auth token": "token",
     "runner token": "token",
+    "requirepass": "password",  # redis.conf
 }
 
 
@@ -755,7 +759,11 @@ def _case_variants(phrase: str) -> list[str]:
     ]
 
 
-_LABEL_TAIL = r"(?:\*\*)?(?:[ \t\u3000]+|[ \t]*\|[ \t]*)(?P<v>[!-~]{3,200}+)"
+_LABEL_TAIL = (
+    r"(?:[ _-]?(?:ID|Id|id)(?![A-Za-z]))?(?:\*\*)?"  # Access Key ID
+    r"(?:[ \t\u3000]+(?:is|was|IS)(?=[ \t]))?"  # password is X
+    r"(?:[ \t\u3000]+|[ \t]*\|[ \t]*)(?P<v>[!-~]{3,200}+)"
+)
 # The label's last word in lower, Capitalised or UPPER case starts the match (a scan for a few literals is
 # fast; a case-insensitive alternation of whole phrases is ten times slower); its qualifier in front
 # (``Access``, ``secret_``, ``API ``) is read back from the text.
@@ -771,7 +779,7 @@ _EN_LABEL = re.compile(
     + ")"
 )
 _LABEL_QUALIFIER = re.compile(
-    r"(?i:(?P<q>secret[ _-]?access|access|secret|api|app|auth|client|runner)[ _-]?)\Z"
+    r"(?i:(?P<q>secret[ _-]?access|access|secret|api|app|auth|client|runner|require)[ _-]?)\Z"
 )
 _LABEL_KINDS = {re.sub(r"[ _]", "", w): k for w, k in _EN_LABEL_WORDS.items()}
 
@@ -809,7 +817,8 @@ _LOGIN_LINE = _line_pattern(
 # value on its line (``密码：``): the value or password is expected on the next line.
 _USER_LINE = _line_pattern(
     r"[ \t>*-]*+(?:\*\*)?(?:用户名|用户|账号|帐号|账户|登录名|(?i:user(?:name)?|login|account))(?:\*\*)?"
-    r"[ \t\u3000]*[:：=]?[ \t\u3000]*[\w.@-]{1,64}+[ \t]*$"
+    r"[ \t\u3000]*[:：=]?[ \t\u3000]*[\w.@-]{1,64}+"
+    r"(?:(?:[ \t\u3000]+|[ \t]*[/,][ \t]*)(?P<pw>[^\s]{3,128}+))?[ \t]*$"  # user and password on one line
 )
 _PASSWORD_LABEL_LINE = _line_pattern(
     r"[ \t>*-]*+(?:\*\*)?(?:密码|口令|(?i:password|passwd|pwd))(?:\*\*)?[ \t]*[:：]?[ \t]*$"
@@ -842,6 +851,10 @@ def _next_line_passwords(text: str) -> Iterator[_Hit]:
     )
     for matches, strict in candidates:
         for m in matches:
+            if m.groupdict().get("pw") is not None:
+                if _bare_value("password", m.group("pw")):
+                    yield m.start("pw"), m.end("pw"), "password"
+                continue
             span = _next_line_token(text, m.end())
             if span is None:
                 continue
@@ -853,24 +866,30 @@ def _next_line_passwords(text: str) -> Iterator[_Hit]:
 
 
 # A section about accounts: a heading (markdown ``#``, ``**bold**`` or a short line of its own) naming
-# accounts or passwords, then lines of ``user password`` pairs (space, tab, ``/``, ``,`` or a colon between).
-_SECTION_WORDS = (
-    *("账号", "帐号", "账户", "用户名", "登录信息", "登陆信息"),
-    *("redential", "REDENTIAL", "ccount", "CCOUNT", "ogin", "OGIN", "assword", "ASSWORD"),
-)
+# accounts or passwords, then lines of ``user password`` pairs (space, tab, ``/``, ``,`` or a colon between),
+# each maybe after the name of a service (``阿里云：user / password``).
+# Headings marked with ``#`` or ``**`` are found from the line start; unmarked ones (``账号密码`` on a line of
+# its own) by a scan for these words.
+_SECTION_WORDS = ("账号", "帐号", "账户", "用户名", "登录信息", "登陆信息")
 _SECTION_HEAD = re.compile(
-    r"(?:#{1,6}[ \t]*|\*\*)?[^\n=:：/|`_]{0,12}?(?:账号密码|帐号密码|账户密码|用户名密码|用户名和密码|账号信息|"
+    r"(?:(?:#{1,6}[ \t]*|\*\*)?[^\n=:：/|`_]{0,12}?(?:账号密码|帐号密码|账户密码|用户名密码|用户名和密码|账号信息|"
     r"帐号信息|登录信息|登陆信息|登录账号|(?<![A-Za-z])(?i:credentials?|accounts?|logins?|passwords?)(?![A-Za-z]))"
-    r"[^\n=:：/|`_]{0,12}?(?:\*\*)?[ \t]*"
+    r"|(?:#{1,6}[ \t]*|\*\*)[^\n=:：/|`_]{0,12}?(?:账号|帐号|账户))"  # 各平台账号: a marked heading
+    r"[^\n=:：/|`_]{0,12}?(?:\*\*)?[ \t]*[:：]?[ \t]*"
 )
+_SECTION_MARKED = _line_pattern(r"(?=#|\*\*)" + _SECTION_HEAD.pattern + "$")
 _PAIR = re.compile(
-    r"[ \t>*+-]*+(?:\d{1,2}[.)][ \t]*)?`?(?P<user>[\w.@-]{1,64}+)`?"
+    r"[ \t>*+-]*+(?:\d{1,2}[.)][ \t]*)?(?:[^\s:：|/]{1,20}[:：][ \t]*)?`?(?P<user>[\w.@-]{1,64}+)`?"
     r"(?:[ \t\u3000]*[/,:：|][ \t\u3000]*|[ \t\u3000]+)`?(?P<v>[^\s`]{3,128}+)`?[ \t]*"
 )
 
 
 def _sections(text: str) -> Iterator[_Hit]:
-    for m in _keyword_lines(_SECTION_WORDS, _SECTION_HEAD, text):
+    marked = _line_matches(_SECTION_MARKED, text)
+    unmarked = (
+        m for m in _keyword_lines(_SECTION_WORDS, _SECTION_HEAD, text) if m.group()[:1] not in ("#", "*")
+    )
+    for m in itertools.chain(marked, unmarked):
         pos, seen = m.end(), 0
         for _ in range(20):  # at most 20 lines, up to a blank line after content or the next heading
             if pos >= len(text):
@@ -902,7 +921,7 @@ def _sections(text: str) -> Iterator[_Hit]:
 _TABLE_HEAD = _line_pattern(
     r"[ \t]*\|[^\n]{0,200}?(?:密码|口令|密钥|(?i:pass|pwd|secret|token|key))[^\n|]{0,200}+\|[^\n]{0,200}+$"
 )
-_TABLE_RULE = re.compile(r"[ \t]*+\|?(?:[ \t]*+:?-{3,}+:?[ \t]*+\|)++[ \t]*+:?-*+:?[ \t]*+")
+_TABLE_RULE = re.compile(r"[ \t]*+\|?(?:[ \t]*+:?-++:?[ \t]*+\|)++[ \t]*+:?-*+:?[ \t]*+")
 _TABLE_ROWS = 500  # rows read under one header: keeps a run of header-like lines linear
 
 
@@ -960,7 +979,34 @@ _LOGIN_CMD = re.compile(
 _LFTP_U = re.compile(r"-u(?<!\S-u)[ \t]+[^\s,]{1,64}+,(?P<v>[^\s'\"]{1,200}+)")
 
 
+# ``mc alias set NAME URL ACCESS SECRET`` (MinIO client), ``htpasswd -b FILE USER PASSWORD``, and
+# ``.pgpass`` lines ``host:port:database:user:password``.
+_MC_ALIAS = re.compile(
+    r"mc(?<![\w-]mc)[ \t]+(?:alias[ \t]+set|config[ \t]+host[ \t]+add)[ \t]+\S{1,100}+[ \t]+\S{1,300}+"
+    r"[ \t]+(?P<a>[^\s'\"]{3,128}+)[ \t]+(?P<v>[^\s'\"]{3,128}+)"
+)
+_HTPASSWD = re.compile(
+    r"htpasswd(?<![\w-]htpasswd)[ \t]+-[a-zA-Z]{0,5}b[a-zA-Z]{0,5}[ \t]+\S{1,300}+[ \t]+\S{1,100}+[ \t]+(?P<v>[^\s'\"]{1,128}+)"
+)
+_PGPASS = _line_pattern(
+    r"(?:[\w-]+\.[\w.-]+|localhost|\*):(?:\d{1,5}|\*):[^:\s]{1,64}+:[^:\s]{1,64}+:(?P<v>[^:\s]{1,128}+)[ \t]*$"
+)
+
+
 def _login_flags(text: str) -> Iterator[_Hit]:
+    if "mc " in text or "mc\t" in text:
+        for m in _MC_ALIAS.finditer(text):
+            for g in ("a", "v"):
+                if not _is_placeholder(m.group(g)):
+                    yield m.start(g), m.end(g), "api_key"
+    if "htpasswd" in text:
+        for m in _HTPASSWD.finditer(text):
+            if not _is_placeholder(m.group("v")):
+                yield m.start("v"), m.end("v"), "password"
+    if ":*:" in text or ":5432:" in text or ":3306:" in text or text.count(":") >= 4:
+        for m in _line_matches(_PGPASS, text):
+            if _accept("password", m.group("v")):
+                yield m.start("v"), m.end("v"), "password"
     if "-p" in text and ("login" in text or "mongo" in text):
         for m in _LOGIN_P.finditer(text):
             start, end, v = _unquote_span(m)

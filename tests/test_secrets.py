@@ -204,6 +204,26 @@ POSITIVE: list[tuple[str, str, tuple[str, ...]]] = [
     ("mongo-p", "mongo -u admin -p «M0ngo!pw» --authenticationDatabase admin", ("password",)),
     ("lftp-u", "lftp -u ops,«Ft9#pass» sftp://10.0.0.9", ("password",)),
     (
+        "mc-alias",
+        "mc alias set minio http://10.0.0.5:9000 «Q3AM3UQ867SPQQA43P2F» «zuf+tfteSlswRu7BJ86wekitnifILbZam1KYY3TG»",
+        ("api_key", "api_key"),
+    ),
+    ("htpasswd", "htpasswd -bc /etc/nginx/.htpasswd admin «Ng1nx#pw»", ("password",)),
+    ("pgpass", "db.internal:5432:*:postgres:«Pg#2024x»", ("password",)),
+    ("gitlab", "«glpat-Ljz4rxeSqefY8YWecaAF»", ("gitlab_token",)),
+    ("zh-adverb", "初始密码均为 «Qaz@2023»", ("password",)),
+    ("en-password-is", "admin password is «Qaz!QAZ2020»", ("password",)),
+    ("access-key-id", "AccessKey ID   «LTAI5tQ2mX9pL3vR8tW1nB6c»", ("api_key",)),
+    ("user-and-password-one-line", "账号：deploy\t«Dp#2024ok»", ("password",)),
+    ("section-service-label", "# 各平台账号\n- 阿里云：ops / «Ali#2024x»", ("password",)),
+    (
+        "table-short-rule",
+        "| IP | 账号 | 密码 |\n|:--|:--|:--|\n| 10.0.0.3 | root | «R00t#pw» |",
+        ("password",),
+    ),
+    ("redis-requirepass", "requirepass «a702895»", ("password",)),
+    ("url-raw-hash", "mongodb://admin:«Jx_d+Skt3b#l»@10.0.0.7:27017/?authSource=admin", ("password",)),
+    (
         "docker-e-password-percent",
         "docker run -e MYSQL_ROOT_PASSWORD=«%+Cw+5Ta.eTZWZ*W» mysql:8",
         ("password",),
@@ -334,6 +354,10 @@ NEGATIVE: list[str] = [
     "| 模型 | key | 说明 |\n|---|---|---|\n| bge-m3 | embed | 向量 |",
     "token 4096 个，secret sauce",
     "Access Key ID 在控制台里创建",
+    "aa:bb:cc:dd:ee:ff\n12:30:45:00:11",
+    "密码有效期为 180 天，密码最小长度为 8",
+    "mc alias set minio http://10.0.0.5:9000 $ACCESS_KEY $SECRET_KEY",
+    "ssh root@10.0.0.2\nsudo systemctl restart ollama\nexit",
 ]
 
 
@@ -595,7 +619,7 @@ def _corpus_scores(split: str) -> tuple[float, float, list[str]]:
     return tp / pred, caught / total, misses
 
 
-@pytest.mark.parametrize(("split", "floor"), [("tune", 0.99), ("heldout", 0.95)])
+@pytest.mark.parametrize(("split", "floor"), [("tune", 0.99), ("heldout", 0.95), ("fresh", 0.95)])
 def test_corpus_precision_and_recall(split: str, floor: float) -> None:
     precision, recall, misses = _corpus_scores(split)
     assert recall >= floor, misses
