@@ -1,26 +1,34 @@
-"""Choose the weak-evidence threshold of `rag ask` by measurement.
+"""Choose the refusal thresholds of `rag ask` by measurement.
 
-    python bench/bench_evidence.py                 # 500 queries a side, all four collections
+    python bench/bench_evidence.py                 # 300 questions a side, five collections
     python bench/bench_evidence.py --n 200 --max-false-refusal 0.05
 
 For each collection T in ../shared/eval (BEIR layout) the corpus is indexed
-sparse-only (BMX, as `rag ask` always has it). *Answerable* questions are T's
-own queries (the corpus holds their answer); *unanswerable* ones are queries of
-another collection in the same language (covidqa <-> xquad_en, cmrc2018 <->
-xquad_zh), whose answers T does not hold. For each question the top 6 hits
-are retrieved and several candidate evidence measures are computed:
+sparse-only (BMX, no embedding model, no graph). Three question sets:
 
-* ``evidence``: the measure `rag ask` uses, rag.answer.evidence_score: the best
-  hit's BMX score over m * ln(1 + (N - 0.5) / 1.5), m = all query tokens;
-* ``raw``: the best hit's BMX score;
-* ``norm_known``: the same normalisation with m = query tokens the corpus knows
-  (the BMX reference code's own);
-* ``coverage``: share of query tokens present in the best chunk.
+* *answerable*: T's own queries (the corpus holds their answer);
+* *other collection*: queries of another collection in the same language
+  (covidqa <-> xquad_en, cmrc2018 <-> xquad_zh, rgb_int_zh -> cmrc2018), a change
+  of topic;
+* *absent term* (same topic): T's own queries with their most specific term
+  replaced by one the corpus never contains. English: the question word with
+  the highest BMX idf becomes a made-up word of the same shape (capitalised if it
+  was); Chinese: the question's highest-idf character bigram becomes two common
+  corpus characters whose bigram never occurs. "How many points did the
+  Panthers defense surrender?" -> "How many points did the Vorlanex defense
+  surrender?".
 
-Reported: ROC AUC (answerable vs unanswerable) per measure and collection, and
-for ``evidence`` the share of each side refused at a grid of thresholds. The
-threshold is the largest on a 0.01 grid that refuses at most
-``--max-false-refusal`` of the answerable questions in *every* collection.
+For each question the top 6 hits are retrieved as `rag ask` does and
+rag.answer.measure_evidence gives the checks (normalised BMX evidence,
+absent naming terms, coverage). rag.answer.check_evidence decides; the
+thresholds are chosen on a grid: ``min_sparse`` the largest (0.01 steps) and
+``max_absent`` the smallest (0.05 steps) that together refuse at most
+``--max-false-refusal`` of the answerable questions in every collection,
+preferring the pair that rightly refuses the most absent-term questions (then
+other-collection ones). The extractive path (`rag ask --no-llm`,
+rag.answer.answer with no model) is run on every question with the chosen
+defaults: its refusals must equal the check's, and for the answerable questions
+it answers, the share whose quote holds a gold answer is reported.
 Results: bench/results/evidence.md and evidence.json.
 """
 
@@ -28,229 +36,355 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import random
+import re
 import sys
 import tempfile
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import numpy as np  # noqa: E402
+
 from eval.beir import load_beir  # noqa: E402
 from eval.runner import index_dataset  # noqa: E402
-from rag.answer import evidence_score  # noqa: E402
-from rag.retrieval.legs import SparseLeg  # noqa: E402
+from rag.answer import (  # noqa: E402
+    DEFAULT_MAX_ABSENT,
+    DEFAULT_MIN_COVERAGE,
+    DEFAULT_MIN_EVIDENCE,
+    CorpusView,
+    Evidence,
+    answer,
+    check_evidence,
+    corpus_view,
+    measure_evidence,
+)
 from rag.settings import Settings  # noqa: E402
 
 EVAL = REPO.parent / "shared" / "eval"
-PAIRS = {
+PAIRS_ALL = {
     "covidqa_chunks_en": "xquad_en",
     "xquad_en": "covidqa_chunks_en",
     "cmrc2018_dev_zh": "xquad_zh",
     "xquad_zh": "cmrc2018_dev_zh",
+    "rgb_int_zh": "cmrc2018_dev_zh",
 }
-MEASURES = ("evidence", "raw", "norm_known", "coverage")
+PAIRS = PAIRS_ALL
+SETS = ("answerable", "other", "absent")
 K = 6
+_WORD_RE = re.compile(r"[A-Za-z][A-Za-z0-9'-]*")
+_HAN_RE = re.compile(r"[\u4e00-\u9fff]")
 
 
-def auc(pos: list[float], neg: list[float]) -> float:
-    """ROC AUC as the Mann-Whitney U statistic: P(pos > neg) + P(pos = neg) / 2."""
-    order = sorted([(v, 1) for v in pos] + [(v, 0) for v in neg])
-    rank_sum, i = 0.0, 0
-    while i < len(order):
-        j = i
-        while j < len(order) and order[j][0] == order[i][0]:
-            j += 1
-        mid = (i + j + 1) / 2  # average 1-based rank of the tie group
-        rank_sum += mid * sum(1 for _, lab in order[i:j] if lab == 1)
-        i = j
-    n1, n0 = len(pos), len(neg)
-    return (rank_sum - n1 * (n1 + 1) / 2) / (n1 * n0)
+def nonce_word(rng: random.Random, like: str) -> str:
+    syll = ["vor", "lan", "ex", "qui", "dra", "mel", "tho", "zan", "bri", "kul", "fen", "rox"]
+    word = "".join(rng.choice(syll) for _ in range(3))
+    return word.capitalize() if like[:1].isupper() else word
 
 
-def measures(engine: Any, leg: SparseLeg, question: str) -> dict[str, float]:
-    tokens = leg.tokenizer(question)
-    hits = engine.search(question, K, "sparse")
-    n_docs = len(leg.index)
-    if not hits:
-        return dict.fromkeys(MEASURES, 0.0)
-    best = max(hits, key=lambda h: h.scores.get("sparse") or 0.0)
-    score = best.scores.get("sparse") or 0.0
-    vocab = leg.index._vocab  # measurement only: how many tokens the corpus knows
-    known = sum(1 for t in tokens if t in vocab)
-    top_tokens = set(leg.tokenizer(hits[0].chunk.index_text()))
-    z = math.log(1.0 + (n_docs - 0.5) / 1.5)
-    return {
-        "evidence": max(evidence_score(h.scores.get("sparse"), len(tokens), n_docs) for h in hits),
-        "raw": score,
-        "norm_known": score / (max(known, 1) * z),
-        "coverage": sum(1 for t in tokens if t in top_tokens) / max(len(tokens), 1),
-    }
+def absent_term_question(q: str, view: CorpusView, rng: random.Random, chars: list[str]) -> str | None:
+    """``q`` with its most specific known term replaced by one the corpus lacks (None if it has none)."""
+    assert view.df is not None
+    df = view.df
+    if len(_HAN_RE.findall(q)) > len(_WORD_RE.findall(q)):
+        grams = [
+            q[i : i + 2] for i in range(len(q) - 1) if _HAN_RE.fullmatch(q[i]) and _HAN_RE.fullmatch(q[i + 1])
+        ]
+        known = [g for g in grams if df(g) > 0]
+        if not known:
+            return None
+        target = max(known, key=lambda g: (view.idf(g), g))
+        for _ in range(200):
+            new = rng.choice(chars) + rng.choice(chars)
+            if df(new) == 0 and new not in q:
+                return q.replace(target, new, 1)
+        return None
+    words = [w for w in _WORD_RE.findall(q) if view.tokenize(w)]
+    known = [w for w in words if all(df(t) > 0 for t in view.tokenize(w))]
+    if not known:
+        return None
+    target = max(known, key=lambda w: (max(view.idf(t) for t in view.tokenize(w)), w))
+    for _ in range(50):
+        new = nonce_word(rng, target)
+        changed = re.sub(rf"(?<![\w-]){re.escape(target)}(?![\w-])", new, q, count=1)
+        if changed != q and all(df(t) == 0 for t in view.tokenize(new)):
+            return changed
+    return None
 
 
-def refused_share(values: list[float], t: float) -> float:
-    return sum(1 for v in values if v < t) / len(values)
+def corpus_chars(texts: list[str]) -> list[str]:
+    """The 1,500 commonest Han characters of a corpus (material for made-up Chinese terms)."""
+    counts: dict[str, int] = {}
+    for t in texts:
+        for ch in _HAN_RE.findall(t):
+            counts[ch] = counts.get(ch, 0) + 1
+    return [c for c, _ in sorted(counts.items(), key=lambda kv: -kv[1])[:1500]]
+
+
+def norm(text: str) -> str:
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text).casefold())
+
+
+Params = tuple[float, float, float]  # min_sparse, max_absent, min_coverage
+
+
+def refused(ev: Evidence, p: Params) -> bool:
+    return check_evidence(ev, min_sparse=p[0], max_absent=p[1], min_coverage=p[2]) is not None
+
+
+def refused_vec(f: dict[str, np.ndarray], p: Params) -> np.ndarray:
+    """:func:`check_evidence` over arrays of checks (no dense leg), for the grid search."""
+    if p[0] <= 0:
+        return np.zeros_like(f["sparse"], dtype=bool)
+    absent = f["has_absent"] & ((f["share"] >= p[1]) | (f["coverage"] < p[2]))
+    return absent | (f["sparse"] < p[0])
+
+
+def run_collection(target: str, other: str, n: int, seed: int, cache: Path | None) -> dict[str, Any]:
+    rng = random.Random(f"{seed}-{target}")
+    ds, od = load_beir(EVAL / target), load_beir(EVAL / other)
+    with tempfile.TemporaryDirectory(prefix="bench-evidence-") as tmp:
+        data_dir = (cache / target) if cache else Path(tmp)
+        settings = Settings(data_dir=data_dir, embedding={"model": "none"}, graph={"enabled": False})  # type: ignore[arg-type]
+        t0 = time.perf_counter()
+        engine = index_dataset(ds, settings, legs=["sparse"])
+        view = corpus_view(engine)
+        chars = corpus_chars([d.get("text", "") for d in ds.corpus.values()])
+        qa = rng.sample(sorted(ds.queries), min(n, len(ds.queries)))
+        qu = rng.sample(sorted(od.queries), min(n, len(od.queries)))
+        questions: dict[str, list[tuple[str, list[str]]]] = {
+            "answerable": [(ds.queries[q], (ds.answers or {}).get(q, [])) for q in qa],
+            "other": [(od.queries[q], []) for q in qu],
+            "absent": [],
+        }
+        for q in qa:
+            changed = absent_term_question(ds.queries[q], view, rng, chars)
+            if changed:
+                questions["absent"].append((changed, []))
+        out: dict[str, Any] = {"examples": [x[0] for x in questions["absent"][:3]]}
+        timing = []
+        for name, items in questions.items():
+            evs = []
+            path_refused = 0
+            gold_ok = answered = 0
+            for q, golds in items:
+                hits = engine.search(q, K, "hybrid")
+                t1 = time.perf_counter()
+                evs.append(measure_evidence(q, hits, view))
+                timing.append((time.perf_counter() - t1) * 1000)
+                final = answer(engine, None, q)
+                path_refused += final.refused
+                if name == "answerable" and not final.refused:
+                    answered += 1
+                    body = norm("\n".join(final.text.splitlines()[1:]))
+                    gold_ok += any(norm(g) in body for g in golds if g)
+            out[name] = {
+                "n": len(items),
+                "features": [ev.as_dict() for ev in evs],
+                "extractive_refused": path_refused / max(len(items), 1),
+            }
+            if name == "answerable":
+                out[name]["extractive_gold_share_of_answered"] = gold_ok / max(answered, 1)
+        out["check_ms_mean"] = sum(timing) / max(len(timing), 1)
+        engine.close()
+    print(
+        f"{target}: {len(qa)} + {len(qu)} + {len(questions['absent'])} questions, {time.perf_counter() - t0:.1f} s",
+        flush=True,
+    )
+    return out
+
+
+def as_ev(d: dict[str, Any]) -> Evidence:
+    return Evidence(
+        d["sparse"], tuple(d["absent"]), d["absent_share"], d["coverage"], d["dense"], d["graph"], d["named"]
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=500, help="questions per side and collection")
+    ap.add_argument("--n", type=int, default=300, help="questions per set and collection")
     ap.add_argument("--max-false-refusal", type=float, default=0.02)
     ap.add_argument("--seed", type=int, default=20240801)
+    ap.add_argument("--cache", type=Path, default=None, help="keep the indexes here (reused on the next run)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = ap.parse_args()
     if not EVAL.is_dir():
         print(f"skipped: {EVAL} not found")
         return
-    rng = random.Random(args.seed)
-    data: dict[str, dict[str, list[dict[str, float]]]] = {}
+    data: dict[str, dict[str, Any]] = {}
     for target, other in PAIRS.items():
         if not (EVAL / target).is_dir() or not (EVAL / other).is_dir():
             print(f"skipped {target}: missing collection")
             continue
-        ds, od = load_beir(EVAL / target), load_beir(EVAL / other)
-        with tempfile.TemporaryDirectory(prefix="bench-evidence-") as tmp:
-            settings = Settings(data_dir=Path(tmp), embedding={"model": "none"})  # type: ignore[arg-type]
-            t0 = time.perf_counter()
-            engine = index_dataset(ds, settings)
-            leg = engine.leg("sparse")
-            assert isinstance(leg, SparseLeg)
-            qa = rng.sample(sorted(ds.queries), min(args.n, len(ds.queries)))
-            qu = rng.sample(sorted(od.queries), min(args.n, len(od.queries)))
-            data[target] = {
-                "answerable": [measures(engine, leg, ds.queries[q]) for q in qa],
-                "unanswerable": [measures(engine, leg, od.queries[q]) for q in qu],
-            }
-            engine.close()
-        print(f"{target}: {len(qa)} + {len(qu)} questions, {time.perf_counter() - t0:.1f} s", flush=True)
+        data[target] = run_collection(target, other, args.n, args.seed, args.cache)
     if not data:
         return
-
-    aucs = {
-        m: {
-            t: auc([x[m] for x in d["answerable"]], [x[m] for x in d["unanswerable"]])
-            for t, d in data.items()
-        }
-        for m in MEASURES
-    }
-    for m in MEASURES:
-        pooled_pos = [x[m] for d in data.values() for x in d["answerable"]]
-        pooled_neg = [x[m] for d in data.values() for x in d["unanswerable"]]
-        aucs[m]["pooled"] = auc(pooled_pos, pooled_neg)
-
-    ev = {
-        t: ([x["evidence"] for x in d["answerable"]], [x["evidence"] for x in d["unanswerable"]])
-        for t, d in data.items()
-    }
-    grid = [round(0.01 * i, 2) for i in range(0, 61)]
-    chosen = 0.0
-    for t in grid:
-        if all(refused_share(pos, t) <= args.max_false_refusal for pos, _ in ev.values()):
-            chosen = t
-    table = [
-        {
-            "threshold": t,
-            **{f"{c}:answerable_refused": round(refused_share(pos, t), 4) for c, (pos, _) in ev.items()},
-            **{f"{c}:unanswerable_refused": round(refused_share(neg, t), 4) for c, (_, neg) in ev.items()},
-        }
-        for t in grid
-        if t in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4) or t == chosen
-    ]
-
-    def pct(values: list[float], q: float) -> float:
-        s = sorted(values)
-        return s[min(int(q * (len(s) - 1) + 0.5), len(s) - 1)]
-
-    dist = {
+    evs = {c: {s: [as_ev(f) for f in d[s]["features"]] for s in SETS} for c, d in data.items()}
+    arrays = {
         c: {
-            "answerable_p02": round(pct(pos, 0.02), 3),
-            "answerable_p05": round(pct(pos, 0.05), 3),
-            "answerable_p50": round(pct(pos, 0.5), 3),
-            "unanswerable_p50": round(pct(neg, 0.5), 3),
-            "unanswerable_p95": round(pct(neg, 0.95), 3),
+            s: {
+                "sparse": np.array([e.sparse for e in v[s]]),
+                "share": np.array([e.absent_share for e in v[s]]),
+                "coverage": np.array([e.coverage for e in v[s]]),
+                "has_absent": np.array([bool(e.absent) for e in v[s]]),
+            }
+            for s in SETS
         }
-        for c, (pos, neg) in ev.items()
+        for c, v in evs.items()
     }
+
+    def shares(p: Params) -> dict[str, dict[str, float]]:
+        return {
+            c: {s: float(refused_vec(a[s], p).mean()) if len(a[s]["sparse"]) else 0.0 for s in SETS}
+            for c, a in arrays.items()
+        }
+
+    grid = [
+        (round(0.01 * i, 2), round(0.05 * j, 2), round(0.05 * k, 2))
+        for i in range(0, 31)
+        for j in [*range(2, 21), 100]
+        for k in range(0, 15)
+    ]
+    best: tuple[float, float, Params] | None = None
+    for p in grid:
+        sh = shares(p)
+        if any(x["answerable"] > args.max_false_refusal for x in sh.values()):
+            continue
+        absent = sum(x["absent"] for x in sh.values()) / len(sh)
+        right_other = sum(x["other"] for x in sh.values()) / len(sh)
+        if best is None or (round(absent, 4), round(right_other, 4)) > (round(best[0], 4), round(best[1], 4)):
+            best = (absent, right_other, p)
+    assert best is not None
+    ch = best[2]
+    chosen = {"min_sparse": ch[0], "max_absent": ch[1], "min_coverage": ch[2]}
+    # the vectorised rule is check_evidence itself
+    for c, v in evs.items():
+        for s in SETS:
+            assert [refused(e, ch) for e in v[s]] == refused_vec(arrays[c][s], ch).tolist()
+    defaults: Params = (DEFAULT_MIN_EVIDENCE, DEFAULT_MAX_ABSENT, DEFAULT_MIN_COVERAGE)
+    earlier = max(
+        (
+            p
+            for p in grid
+            if p[1] == 5.0
+            and p[2] == 0.0
+            and all(x["answerable"] <= args.max_false_refusal for x in shares(p).values())
+        ),
+        key=lambda p: p[0],
+    )
+    rows = []
+    for name, p in [
+        ("BMX evidence only (the earlier check)", (0.2, 5.0, 0.0)),
+        ("BMX evidence only, largest threshold within the limit", earlier),
+        ("absent naming terms only", (1e-9, ch[1], ch[2])),
+        ("**all checks, chosen**", ch),
+        ("all checks, defaults in rag/answer.py", defaults),
+    ]:
+        rows.append({"check": name, "params": list(p), "refused": shares(p)})
     result = {
         "config": {"n": args.n, "k": K, "seed": args.seed, "max_false_refusal": args.max_false_refusal},
         "machine": f"{platform.machine()}, {platform.python_version()}",
-        "auc": {m: {c: round(v, 4) for c, v in r.items()} for m, r in aucs.items()},
-        "distribution": dist,
-        "chosen_threshold": chosen,
-        "at_chosen": {
-            c: {
-                "answerable_refused": refused_share(pos, chosen),
-                "unanswerable_refused": refused_share(neg, chosen),
-            }
-            for c, (pos, neg) in ev.items()
+        "chosen": chosen,
+        "defaults_in_code": {
+            "min_sparse": DEFAULT_MIN_EVIDENCE,
+            "max_absent": DEFAULT_MAX_ABSENT,
+            "min_coverage": DEFAULT_MIN_COVERAGE,
         },
-        "thresholds": table,
+        "rows": rows,
+        "extractive_path": {
+            c: {
+                "refused": {s: round(d[s]["extractive_refused"], 4) for s in SETS},
+                "gold_share_of_answered": round(d["answerable"]["extractive_gold_share_of_answered"], 4),
+            }
+            for c, d in data.items()
+        },
+        "sizes": {c: {s: d[s]["n"] for s in SETS} for c, d in data.items()},
+        "absent_examples": {c: d["examples"] for c, d in data.items()},
+        "check_ms_mean": {c: round(d["check_ms_mean"], 3) for c, d in data.items()},
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "evidence.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "evidence.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     (args.out / "evidence.md").write_text(render(result))
     print(render(result))
 
 
 def render(r: dict[str, Any]) -> str:
-    cols = list(r["distribution"])
+    cols = list(r["sizes"])
     lines = [
-        "# Weak-evidence threshold for `rag ask`",
+        "# Refusals of `rag ask`: when the notes do not answer",
         "",
-        "Produced by `python bench/bench_evidence.py` (see its docstring for the method). "
-        f"{r['config']['n']} answerable and {r['config']['n']} unanswerable questions per collection, "
-        "sparse-only index, top 6 hits.",
+        f"Produced by `python bench/bench_evidence.py --n {r['config']['n']}` (method in its docstring): per "
+        "collection up to "
+        f"{r['config']['n']} answerable questions, as many questions of another collection, and the answerable "
+        "ones with their most specific term replaced by one the corpus lacks (*absent term*, same topic). "
+        "Sparse-only index (BMX), top 6 hits.",
         "",
-        "## Which measure separates answerable from unanswerable (ROC AUC)",
-        "",
-        "| measure | " + " | ".join(cols) + " | pooled |",
-        "|---|" + "---:|" * (len(cols) + 1),
+        "| collection | answerable | other collection | absent term |",
+        "|---|---:|---:|---:|",
     ]
-    for m, row in r["auc"].items():
-        lines.append(f"| {m} | " + " | ".join(f"{row[c]:.3f}" for c in cols) + f" | {row['pooled']:.3f} |")
+    for c in cols:
+        z = r["sizes"][c]
+        lines.append(f"| {c} | {z['answerable']} | {z['other']} | {z['absent']} |")
     lines += [
         "",
-        "## Evidence (normalised BMX) distribution",
+        "Examples of absent-term questions: "
+        + "; ".join(f"`{r['absent_examples'][c][0]}`" for c in cols if r["absent_examples"][c]),
         "",
-        "| collection | answerable p2 | p5 | p50 | unanswerable p50 | p95 |",
-        "|---|---:|---:|---:|---:|---:|",
+        "## Share refused (answerable = wrongly refused; other, absent = rightly refused)",
+        "",
+        "| check | " + " | ".join(f"{c} ans / other / absent" for c in cols) + " |",
+        "|---|" + "---:|" * len(cols),
     ]
-    for c, d in r["distribution"].items():
+    for row in r["rows"]:
+        ms, ma, mc = row["params"]
+        label = (
+            f"{row['check']}: min_sparse {ms:.2f}, max_absent {'off' if ma > 1 else ma}, min_coverage {mc}"
+        )
+        cells = [
+            f"{row['refused'][c]['answerable']:.1%} / {row['refused'][c]['other']:.1%} / "
+            f"{row['refused'][c]['absent']:.1%}"
+            for c in cols
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## The extractive path (`rag ask --no-llm`) with the defaults",
+        "",
+        "| collection | refused: answerable / other / absent | answered answerable questions whose quote holds a gold "
+        "answer | check ms |",
+        "|---|---:|---:|---:|",
+    ]
+    for c in cols:
+        e = r["extractive_path"][c]
         lines.append(
-            f"| {c} | {d['answerable_p02']} | {d['answerable_p05']} | {d['answerable_p50']} | "
-            f"{d['unanswerable_p50']} | {d['unanswerable_p95']} |"
+            f"| {c} | {e['refused']['answerable']:.1%} / {e['refused']['other']:.1%} / {e['refused']['absent']:.1%} "
+            f"| {e['gold_share_of_answered']:.1%} | {r['check_ms_mean'][c]:.2f} |"
         )
     lines += [
         "",
-        "## Share refused at each threshold (answerable = wrongly refused, unanswerable = rightly refused)",
+        f"Chosen on the grid: min_sparse **{r['chosen']['min_sparse']}**, max_absent **{r['chosen']['max_absent']}**, "
+        f"min_coverage **{r['chosen']['min_coverage']}** "
+        f"(at most {r['config']['max_false_refusal']:.0%} of answerable questions refused in every collection, "
+        "most absent-term questions refused). The defaults in rag/answer.py are `DEFAULT_MIN_EVIDENCE` = "
+        f"{r['defaults_in_code']['min_sparse']}, `DEFAULT_MAX_ABSENT` = {r['defaults_in_code']['max_absent']} and "
+        f"`DEFAULT_MIN_COVERAGE` = {r['defaults_in_code']['min_coverage']}; "
+        "`RAG_ANSWER__MIN_EVIDENCE` overrides the first, and 0 turns the whole check off. The LLM path runs the "
+        "same check before the model is asked, so its refusals before generation are these.",
         "",
-        "| threshold | " + " | ".join(f"{c} ans / unans" for c in cols) + " |",
-        "|---:|" + "---:|" * len(cols),
-    ]
-    for row in r["thresholds"]:
-        cells = [
-            f"{row[f'{c}:answerable_refused']:.1%} / {row[f'{c}:unanswerable_refused']:.1%}" for c in cols
-        ]
-        mark = " **chosen**" if row["threshold"] == r["chosen_threshold"] else ""
-        lines.append(f"| {row['threshold']:.2f}{mark} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        f"Chosen: **{r['chosen_threshold']:.2f}**, the largest threshold (0.01 grid) that wrongly refuses at "
-        f"most {r['config']['max_false_refusal']:.0%} of the answerable questions in every collection.",
-        "It is `DEFAULT_MIN_EVIDENCE` in rag/answer.py; `RAG_ANSWER__MIN_EVIDENCE` overrides it (0 turns "
-        "the check off).",
-        "",
-        "Caveats. The unanswerable questions are about other collections (a change of topic); a question "
-        "on the same topic whose answer is missing scores higher and is left to the prompt's rule that the "
-        "model must say the documents do not say. The queries of these collections reuse the passages' "
-        "wording more than real questions do, so real answerable questions score lower; the threshold is "
-        "set for few wrong refusals rather than many right ones. The measure is lexical: a question in "
-        "another language than the notes (English question, Chinese notes, no shared terms) scores near "
-        "0 even when the dense leg finds the passage; no dense-score threshold was calibrated.",
+        "Caveats. A naming term is a Latin word in a Chinese question, a code-like token, a capitalised word after "
+        "the first, or a stretch of a Chinese question between its question/function words; lower-case English "
+        "words are not naming terms, so an English absent-term question whose replaced word was lower-case is "
+        "caught only by the BMX evidence. Replacing a term does not always make a question unanswerable (a "
+        "redundant word may be replaced), so the absent-term refusal rate is a lower bound of what is right. "
+        "The queries of these collections reuse the passages' wording more than real questions do. No dense "
+        "leg was measured: `DEFAULT_MIN_DENSE` stays above any cosine, so the dense leg rescues nothing "
+        "until a threshold is measured for a model; the graph leg's entities are question substrings the "
+        "lexical checks already see, so it adds nothing here.",
         "",
     ]
     return "\n".join(lines)

@@ -2,8 +2,10 @@
 
 The path of one question (:func:`answer_stream`):
 
-1. Retrieve ``k`` chunks (hybrid). Measure the evidence (:func:`evidence_score`);
-   below the threshold, refuse without calling the model.
+1. Retrieve ``k`` chunks (hybrid). Measure the evidence (:func:`measure_evidence`: the
+   normalised BMX score, the dense and graph legs, and whether the question's naming terms
+   occur in the notes at all); when :func:`check_evidence` finds it too weak, refuse without
+   calling the model (the extractive path runs the same check).
 2. Number the chunks as context blocks ``[1]..[n]`` (source, page, heading path)
    within a token budget taken from the model's context window.
 3. Build the messages: a fixed system prompt with the rules (answer only from the
@@ -16,8 +18,9 @@ The path of one question (:func:`answer_stream`):
    answer agree. Each remaining ``[n]`` is resolved to file, page and a quote.
 
 With no model (``--no-llm``, backend ``none``) or none reachable, the answer is
-extractive: the best sentences of the top chunks, each cited, under a label
-saying that no model wrote it.
+extractive: the units of the top chunks that best answer the question
+(:func:`answer_units`, :func:`score_units`: sentences, whole command lines, code,
+a label with its value), each cited, under a label saying that no model wrote it.
 """
 
 from __future__ import annotations
@@ -41,10 +44,11 @@ Language = Literal["zh", "en"]
 AnswerKind = Literal["generated", "extractive", "refused"]
 Tokenize = Callable[[str], list[str]]
 
-# Chosen by bench/bench_evidence.py (figures in bench/results/evidence.md): the largest value that
-# wrongly refuses at most 2% of answerable questions in each of four collections (en and zh);
-# it refuses 37-84% of questions about other collections.
-DEFAULT_MIN_EVIDENCE = 0.2
+# Chosen by bench/bench_evidence.py (figures in bench/results/evidence.md) together with
+# DEFAULT_MAX_ABSENT and DEFAULT_MIN_COVERAGE (see check_evidence): the thresholds that wrongly
+# refuse at most 2% of answerable questions in each of five collections (en and zh) and rightly
+# refuse the most questions about a term the corpus lacks.
+DEFAULT_MIN_EVIDENCE = 0.17
 
 REFUSAL: dict[Language, str] = {
     "zh": "文档中没有提到这一点。",
@@ -443,6 +447,7 @@ class Answer:
     llm: LLMInfo | None
     evidence: float
     min_evidence: float
+    checks: Evidence | None = None
     invalid_citations: list[int] = field(default_factory=list)
     note: str | None = None
     num_ctx: int | None = None
@@ -464,6 +469,7 @@ class Answer:
             "language": self.language,
             "evidence": round(self.evidence, 4),
             "min_evidence": self.min_evidence,
+            "evidence_checks": self.checks.as_dict() if self.checks else None,
             "context": [
                 {"n": b.n, "chunk_id": b.hit.chunk.chunk_id, "truncated": b.truncated} for b in self.blocks
             ],
@@ -739,7 +745,7 @@ def _wants_code(question: str) -> bool:
 
 # A block's prior, by rank: the top hit is the likeliest home of the answer (retrieval ranked it
 # first) and among near-ties a sentence from it wins. Measured in bench/bench_extractive.py.
-RANK_PRIOR = (1.0, 0.85, 0.75, 0.7, 0.65, 0.6)
+RANK_PRIOR: tuple[float, ...] = (1.0, 0.85, 0.75, 0.7, 0.65, 0.6)
 # Weights of :func:`score_units`, chosen in bench/bench_extractive.py (figures in
 # bench/results/extractive.md).
 CONTEXT_WEIGHT = 0.5
@@ -922,6 +928,175 @@ def corpus_view(engine: Engine) -> CorpusView:
     return CorpusView(Tokenizer(), engine.store.count_chunks())
 
 
+# ----------------------------------------------------------------------------- evidence check
+
+# Chosen by bench/bench_evidence.py (figures in bench/results/evidence.md); see :func:`check_evidence`.
+DEFAULT_MAX_ABSENT = 0.2
+DEFAULT_MIN_COVERAGE = 0.3
+DEFAULT_MIN_DENSE = 1.01  # above any cosine: the dense leg rescues nothing until measured for a model
+EVIDENCE_TOP = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What the retrieved hits say about whether the notes answer a question (every leg's view).
+
+    ``sparse``: :func:`evidence_score` of the best hit. ``absent``: the question's naming terms
+    (:func:`key_terms`) that occur nowhere in the corpus; ``absent_share``: the share of the
+    question's idf mass that their never-seen index terms carry (such a term weighs the largest
+    idf). ``coverage``: the idf-weighted
+    share of the question's terms found in the text of the top hits. ``dense``/``graph``: the
+    best similarity / graph score among the hits (None when that leg did not run). ``named``:
+    how many naming terms the question has.
+    """
+
+    sparse: float
+    absent: tuple[str, ...]
+    absent_share: float
+    coverage: float
+    dense: float | None
+    graph: float | None
+    named: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sparse": round(self.sparse, 4),
+            "absent": list(self.absent),
+            "absent_share": round(self.absent_share, 4),
+            "coverage": round(self.coverage, 4),
+            "dense": None if self.dense is None else round(self.dense, 4),
+            "graph": None if self.graph is None else round(self.graph, 4),
+            "named": self.named,
+        }
+
+
+def _best(hits: Sequence[Hit], leg: str) -> float | None:
+    values = [v for h in hits if (v := h.scores.get(leg)) is not None]
+    return max(values) if values else None
+
+
+# Chinese question and function words: a question's content terms lie between them.
+_ZH_FUNCTION_TEXT = (
+    "为什么 怎么样 怎么办 是什么 有什么 有哪些 是多少 是哪个 是否 怎么 怎样 如何 什么 哪些 哪个 哪里 哪儿 "
+    "多少 多久 多大 几个 为何 能否 可以 可否 需要 应该 一下 一个 这个 那个 我们 你们 他们 它们 之间 时候 "
+    "的 了 吗 呢 吧 啊 是 在 和 与 及 或 也 都 而 就 这 那 有 个 着 之 于 为 把 被 让 给 从 对 等 用 要 "
+    "会 能 该 请 上 下 中 里 后 前 时 到 去 来 说 问 做 得 地 将 又 还 很 最 更 被 由 向 以 其 哪 谁 几"
+)
+_ZH_FUNCTION_RE = re.compile(
+    "|".join(re.escape(w) for w in sorted(set(_ZH_FUNCTION_TEXT.split()), key=len, reverse=True))
+)
+_HAN_RUN_RE = re.compile(f"[{_HAN}]+")
+_LATIN_TERM_RE = re.compile(r"[A-Za-z0-9][\w.\-/:+#@]*[\w+#]|[A-Za-z]")
+_CODE_LIKE_RE = re.compile(r"[_./:@#+]|\w-\w|[A-Za-z]\d|\d[A-Za-z]")
+
+
+def key_terms(question: str, tokenize: Tokenize) -> list[tuple[str, list[str]]]:
+    """The question's content terms that name something, each with the index terms that stand
+    for it: ``(surface, terms)``.
+
+    Which terms: Latin words in a Chinese question (``docker``, ``num_ctx``), code-like tokens
+    (``num_ctx``, ``qwen2.5``, ``--gpus``) and capitalised words after the first (names) in any
+    question; and the stretches of a Chinese question between its question and function words
+    (``量子计算机的纠错码是什么`` gives ``量子计算机``, ``纠错码``), each standing for its character
+    bigrams. Lower-case English words are left out: a paraphrase ("surrender" for "allowed")
+    often uses words the notes lack, and the lexical evidence already weighs them.
+    """
+    out: list[tuple[str, list[str]]] = []
+    zh = detect_language(question) == "zh"
+    for i, m in enumerate(_LATIN_TERM_RE.finditer(question)):
+        word = m.group(0)
+        named = zh or bool(_CODE_LIKE_RE.search(word)) or (i > 0 and word[:1].isupper())
+        toks = tokenize(word) if named else []
+        if toks:
+            out.append((word, toks))
+    for run in _HAN_RUN_RE.findall(question):
+        for piece in _ZH_FUNCTION_RE.split(run):
+            if len(piece) >= 2:
+                toks = [t for t in tokenize(piece) if len(t) == 2] or tokenize(piece)
+                if toks:
+                    out.append((piece, toks))
+    return out
+
+
+def _is_absent(terms: Sequence[str], df: Callable[[str], int]) -> bool:
+    """Whether a key term (:func:`key_terms`) never occurs: a Latin or code term when its whole
+    token never occurs (``num_ctx`` is absent even where ``num`` occurs); a Chinese stretch when
+    more than half of its bigrams never occur (one bigram across a word boundary may be new)."""
+    if not terms:
+        return False
+    if not _HAN_RE.search(terms[0]):
+        return df(terms[0]) == 0
+    return sum(1 for t in terms if df(t) == 0) * 2 > len(terms)
+
+
+def measure_evidence(question: str, hits: Sequence[Hit], view: CorpusView) -> Evidence:
+    """The :class:`Evidence` for ``question`` and its ``hits`` (a few dictionary look-ups per term).
+
+    Why more than the BMX score: a question about something the notes never mention ("what is
+    num_ctx", where only ``num_heads`` occurs) still matches its common words, and the best hit's
+    score can look fine. Whether the question's naming terms occur *at all* is what tells.
+    """
+    tokens = view.tokenize(question)
+    sparse = max(
+        (evidence_score(h.scores.get("sparse"), len(tokens), view.n_docs) for h in hits), default=0.0
+    )
+    dense, graph = _best(hits, "dense"), _best(hits, "graph")
+    terms = list(dict.fromkeys(tokens))
+    if not terms:
+        return Evidence(sparse, (), 0.0, 0.0, dense, graph)
+    present: set[str] = set()
+    for h in hits[:EVIDENCE_TOP]:
+        present.update(view.tokenize(h.chunk.index_text()))
+    weight = {t: view.idf(t) for t in terms}
+    total = sum(weight.values()) or 1.0
+    coverage = sum(w for t, w in weight.items() if t in present) / total
+    absent: list[str] = []
+    missing: set[str] = set()
+    df = view.df
+    keys = key_terms(question, view.tokenize)
+    if df is not None:
+        for surface, ts in keys:
+            if _is_absent(ts, df):
+                absent.append(surface)
+                missing.update(t for t in ts if df(t) == 0)
+    share = sum(weight.get(t, view.idf(t)) for t in missing) / total
+    return Evidence(sparse, tuple(absent), min(share, 1.0), coverage, dense, graph, len(keys))
+
+
+def check_evidence(
+    ev: Evidence,
+    *,
+    min_sparse: float = DEFAULT_MIN_EVIDENCE,
+    max_absent: float = DEFAULT_MAX_ABSENT,
+    min_coverage: float = DEFAULT_MIN_COVERAGE,
+    min_dense: float = DEFAULT_MIN_DENSE,
+) -> str | None:
+    """Why the question should be refused, or None to answer it.
+
+    Refused when a naming term the corpus never contains carries ``max_absent`` or more of the
+    question's idf mass, or when there is such a term and the top hits cover less than
+    ``min_coverage`` of the question (the question is about something the notes do not mention,
+    however well its other words match); or when the lexical evidence is below ``min_sparse``.
+    A dense similarity of ``min_dense`` or more overrides the lexical evidence (a paraphrase or
+    a question in another language than the notes can pass on meaning), and the absent terms
+    too when none of the naming terms occurs (a Chinese question on English notes).
+    ``min_sparse`` 0 turns the check off.
+    """
+    if min_sparse <= 0:
+        return None
+    by_meaning = ev.dense is not None and ev.dense >= min_dense
+    all_absent = len(ev.absent) >= ev.named
+    if (
+        ev.absent
+        and not (by_meaning and all_absent)
+        and (ev.absent_share >= max_absent or ev.coverage < min_coverage)
+    ):
+        return "the documents never mention " + ", ".join(ev.absent[:3])
+    if ev.sparse < min_sparse and not by_meaning:
+        return f"evidence {ev.sparse:.2f} below {min_sparse:.2f}"
+    return None
+
+
 def is_refusal(text: str) -> bool:
     """Whether a model's whole reply is the refusal sentence (in either language)."""
 
@@ -960,8 +1135,8 @@ def answer_stream(
     hits = engine.search(question, k or cfg.k, "hybrid")
     view = corpus_view(engine)
     tokenize = view.tokenize
-    n_tokens = len(tokenize(question))
-    evidence = max((evidence_score(h.scores.get("sparse"), n_tokens, view.n_docs) for h in hits), default=0.0)
+    checks = measure_evidence(question, hits, view)
+    evidence = checks.sparse
     timings["retrieval"] = (time.perf_counter() - t0) * 1000
     language = detect_language(question)
     threshold = DEFAULT_MIN_EVIDENCE if cfg.min_evidence is None else cfg.min_evidence
@@ -989,6 +1164,7 @@ def answer_stream(
             llm=llm_info,
             evidence=evidence,
             min_evidence=threshold,
+            checks=checks,
             invalid_citations=invalid or [],
             note=note,
             num_ctx=num_ctx,
@@ -1008,9 +1184,10 @@ def answer_stream(
     def unreachable(exc: LLMUnavailableError) -> str:
         return f"{exc.one_line()}; showing an extractive answer instead"
 
-    if not hits or evidence < threshold:
+    why = "nothing was retrieved" if not hits else check_evidence(checks, min_sparse=threshold)
+    if why is not None:
         yield TokenEvent(REFUSAL[language])
-        yield from finish(REFUSAL[language], "refused", [], [])
+        yield from finish(REFUSAL[language], "refused", [], [], note=why)
         return
     if llm is None:
         yield from extractive(None)
