@@ -35,6 +35,7 @@ Not thread-safe: MuPDF's message switches and message store are process-wide.
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import re
 from collections import Counter
@@ -377,6 +378,12 @@ def _text_pages(pymupdf: Any, doc: pymupdf.Document, *, tables: bool) -> tuple[l
     return [_render_page(p, styles) for p in parsed], statuses
 
 
+@functools.lru_cache(maxsize=1024)
+def _font_style(font: str) -> tuple[bool, bool]:
+    """Whether a font's name says bold, and whether it says monospaced (a document uses few fonts)."""
+    return bool(_BOLD_NAME_RE.search(font)), bool(_MONO_NAME_RE.search(font))
+
+
 def _read_lines(page_dict: dict[str, Any]) -> list[list[_Line]]:
     blocks: list[list[_Line]] = []
     for b, block in enumerate(page_dict.get("blocks", [])):
@@ -399,9 +406,10 @@ def _read_lines(page_dict: dict[str, Any]) -> list[list[_Line]]:
                 total += n
                 size_weight[round(float(s["size"]) * 2) / 2] += n
                 font = str(s.get("font", ""))
-                if int(s.get("flags", 0)) & _FONT_BOLD or _BOLD_NAME_RE.search(font):
+                named_bold, named_mono = _font_style(font)
+                if int(s.get("flags", 0)) & _FONT_BOLD or named_bold:
                     bold += n
-                if int(s.get("flags", 0)) & _FONT_MONO or _MONO_NAME_RE.search(font):
+                if int(s.get("flags", 0)) & _FONT_MONO or named_mono:
                     mono += n
                 elif _ASCII_ALNUM_RE.search(s["text"]):
                     latin_outside_mono = True
@@ -780,14 +788,14 @@ def _cell_lines(
 def _grid_markdown(
     grid: Sequence[Sequence[_Cell | None]], cell_lines: dict[tuple[int, int], list[str]]
 ) -> str:
-    """A GitHub markdown table; the first row is the header. Empty when no cell holds text."""
+    """A GitHub markdown table; the first row is the header. Empty unless two cells hold text."""
     if len(grid) < 2 or max(len(r) for r in grid) < 2:
         return ""
     rows = [
         [_join_lines(cell_lines.get((r, c), [])).replace("|", "\\|") for c in range(len(row))]
         for r, row in enumerate(grid)
     ]
-    if not any(cell for row in rows for cell in row):
+    if sum(1 for row in rows for cell in row if cell) < 2:  # a framed box of text, not a table
         return ""
     width = max(len(r) for r in rows)
     rows = [r + [""] * (width - len(r)) for r in rows]

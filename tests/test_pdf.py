@@ -391,6 +391,9 @@ NOT_TABLES: dict[str, list[Block]] = {
         ),
         para("Figure 2: applications per month."),
     ],
+    "framed-box-with-text-in-one-cell": [
+        Rules(height=44, lines=_GRID_2X2, labels=[(4, 34, "Only this cell.")])
+    ],
     "shaded-banner": [
         Rules(height=30, fills=[(0, 0, 480, 30)], labels=[(8, 20, "STRATEGIC GOAL 1")]),
         para("Recruit, retain and honor a world-class workforce."),
