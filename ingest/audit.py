@@ -28,6 +28,7 @@ first two characters and its length, because the audit output is a log too.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import mmap
@@ -48,6 +49,10 @@ _Span = tuple[int, int, str]
 #: Bytes per window of a raw scan (windows overlap by :data:`_OVERLAP`).
 WINDOW = 4 << 20
 _OVERLAP = 4096
+#: Characters of text per detector call (strings are batched, see :class:`_Collector`).
+BATCH_CHARS = 200_000
+# Between batched strings: more blank lines than any rule looks across, and a line no rule reads.
+_SEPARATOR = "\n\n\n\n\x00\n\n\n\n"
 #: Characters of context shown before a masked value.
 CONTEXT = 24
 #: Printable runs shorter than this carry no secret worth reporting.
@@ -137,30 +142,54 @@ def _excerpt(text: str, span: _Span, spans: list[_Span]) -> str:
 
 
 class _Collector:
-    """Findings of one audit, one per (file, kind, value): the first place a value is seen names it."""
+    """Findings of one audit, one per (file, kind, value): the first place a value is seen names it.
+
+    Strings (fields, runs) are detected in batches: one detector call per :data:`BATCH_CHARS` of
+    text instead of one per field (a graph holds hundreds of thousands of short fields). A batch
+    only says which strings to look at: each one with a hit is scanned again on its own, and only
+    what it holds by itself is reported, so neighbours in a batch never make a finding.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.find = _detector()
         self.findings: list[Finding] = []
         self._seen: set[tuple[str, str, str]] = set()
+        self._pending: list[tuple[str, str, str]] = []  # (file, text, where)
+        self._pending_chars = 0
 
-    def scan(self, file: str, text: str, where: str | Callable[[int], str]) -> None:
-        if not text:
+    def scan(self, file: str, text: str, where: str) -> None:
+        if not text or not _ASCII4.search(text):  # no secret value without a few visible ASCII characters
             return
+        self._pending.append((file, text, where))
+        self._pending_chars += len(text)
+        if self._pending_chars >= BATCH_CHARS:
+            self.flush()
+
+    def flush(self) -> None:
+        pending, self._pending, self._pending_chars = self._pending, [], 0
+        if not pending:
+            return
+        starts: list[int] = []
+        pos = 0
+        for _, text, _ in pending:
+            starts.append(pos)
+            pos += len(text) + len(_SEPARATOR)
+        hit_fields = {
+            bisect.bisect_right(starts, s) - 1
+            for s, _, _ in self.find(_SEPARATOR.join(t for _, t, _ in pending))
+        }
+        for i in sorted(hit_fields):
+            self._scan_one(*pending[i])
+
+    def _scan_one(self, file: str, text: str, where: str) -> None:
         spans = sorted(self.find(text))
         for span in spans:
             start, end, kind = span
             value = text[start:end].strip()
             if not value or value.startswith("[REDACTED:"):
                 continue
-            self.add(
-                file,
-                kind,
-                value,
-                _excerpt(text, span, spans),
-                where if isinstance(where, str) else where(start),
-            )
+            self.add(file, kind, value, _excerpt(text, span, spans), where)
 
     def add(self, file: str, kind: str, value: str, excerpt: str, where: str) -> None:
         key = (file, kind, value)
@@ -176,8 +205,7 @@ class _Collector:
         dictionary word, float bytes) can read as a label and its value."""
         for m in _RUN_BYTES.finditer(data):
             for piece, offset in _utf8_pieces(m.group(), m.start()):
-                if _ASCII4.search(piece):  # no secret value without a few visible ASCII characters
-                    self.scan(file, piece, f"{label} byte {base + offset}")
+                self.scan(file, piece, f"{label} byte {base + offset}")
 
 
 def _utf8_pieces(raw: bytes, offset: int) -> Iterator[tuple[str, int]]:
@@ -270,8 +298,9 @@ class _SqlitePages:
         k = m + ((p - m) % (u - 4))
         return k if k <= x else m
 
-    def page(self, ctx: _PageCtx, data: bytes, pgno: int, free: bool) -> None:
-        """Scan one page image: records field by field, everything else as raw runs."""
+    def page(self, ctx: _PageCtx, data: bytes, pgno: int, free: bool, *, cells: bool = True) -> None:
+        """Scan one page image: free space as raw runs; with ``cells``, also the records, field by
+        field, and overflow pages (without: the caller reads the live rows through SQLite)."""
         col = self.col
         if free:  # a freelist page: whatever it holds is deleted data
             col.scan_runs(ctx.file, data, 0, f"{ctx.label}, free page")
@@ -279,7 +308,8 @@ class _SqlitePages:
         h = 100 if pgno == 1 else 0
         kind = data[h] if h < len(data) else 0
         if kind not in (2, 5, 10, 13):  # overflow (or other) page: 4-byte link, then field bytes
-            col.scan_runs(ctx.file, data[4:], 0, f"{ctx.label}, overflow")
+            if cells:
+                col.scan_runs(ctx.file, data[4:], 0, f"{ctx.label}, overflow")
             return
         leaf = kind in (10, 13)
         hdr = 8 if leaf else 12
@@ -299,7 +329,7 @@ class _SqlitePages:
             if nxt <= first_free:
                 break
             first_free = nxt
-        if kind == 5:  # interior table page: child pointers and rowids only
+        if kind == 5 or not cells:  # interior table page: child pointers and rowids only
             return
         for c in range(n_cells):
             try:
@@ -334,6 +364,9 @@ def _freelist(mm: bytes, page_size: int, n_pages: int) -> set[int]:
 
 
 def _scan_sqlite(col: _Collector, file: str, path: Path) -> None:
+    """A database file: its live rows through SQLite, its free space (deleted rows) from the pages.
+    Should SQLite not read it (damaged, or caught mid-checkpoint), the records are read from the
+    pages too."""
     with open(path, "rb") as fh:
         data = fh.read()
     page_size = int.from_bytes(data[16:18], "big")
@@ -341,6 +374,7 @@ def _scan_sqlite(col: _Collector, file: str, path: Path) -> None:
     if page_size < 512 or len(data) < page_size:
         _scan_raw_bytes(col, file, data)
         return
+    live_read = _scan_sqlite_logical(col, file, path)
     walker = _SqlitePages(col, page_size, data[20])
     n_pages = len(data) // page_size
     free = _freelist(data, page_size, n_pages)
@@ -348,16 +382,16 @@ def _scan_sqlite(col: _Collector, file: str, path: Path) -> None:
         page = data[(pgno - 1) * page_size : pgno * page_size]
         if page.count(0) == len(page):
             continue
-        walker.page(_PageCtx(file, f"page {pgno}"), page, pgno, pgno in free)
-    _scan_sqlite_logical(col, file, path)
+        walker.page(_PageCtx(file, f"page {pgno}"), page, pgno, pgno in free, cells=not live_read)
 
 
-def _scan_sqlite_logical(col: _Collector, file: str, path: Path) -> None:
-    """Every text column of every table, read through SQLite (sees text that spans pages)."""
+def _scan_sqlite_logical(col: _Collector, file: str, path: Path) -> bool:
+    """Every text column of every table of the database file itself (not its WAL), read through
+    SQLite; False if SQLite could not read it all."""
     try:
         db = sqlite3.connect(f"{path.resolve().as_uri()}?immutable=1", uri=True)  # creates no -wal/-shm
     except sqlite3.Error:
-        return
+        return False
     try:
         tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         for table in tables:
@@ -368,10 +402,13 @@ def _scan_sqlite_logical(col: _Collector, file: str, path: Path) -> None:
                 for name, value in zip(names, row, strict=True):
                     if isinstance(value, str):
                         col.scan(file, value, f"table {table}, column {name}")
+                    elif isinstance(value, bytes):
+                        col.scan_runs(file, value, 0, f"table {table}, column {name},")
     except sqlite3.Error:
-        pass  # a locked or damaged file: the page scan above has read its bytes
+        return False
     finally:
         db.close()
+    return True
 
 
 def _scan_wal(col: _Collector, file: str, path: Path) -> None:
@@ -534,6 +571,8 @@ def audit_data_dir(data_dir: Path) -> AuditReport:
                 _scan_raw(col, rel, path)
         except OSError as exc:
             col.add(rel, "unreadable", str(exc), f"cannot read: {exc.strerror or exc}", "")
+        col.flush()
+    col.flush()
     report.findings = col.findings
     report.took_s = time.perf_counter() - t0
     return report

@@ -198,13 +198,19 @@ def test_uncheckpointed_wal_frame_is_found(tmp_path: Path) -> None:
 
 
 def test_live_records_are_read_field_by_field(tmp_path: Path) -> None:
-    """Neighbouring fields on disk must not read as a label and its value (``"password": 1}GPU``)."""
-    db = sqlite3.connect(tmp_path / "chunks.sqlite3")
+    """Neighbouring fields on disk must not read as a label and its value (``"password": 1}GPU``),
+    neither in the database file nor in a WAL frame."""
+    db = sqlite3.connect(tmp_path / "chunks.sqlite3", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA wal_autocheckpoint=0")
     db.execute("CREATE TABLE d (redactions TEXT, text TEXT)")
     db.execute("INSERT INTO d VALUES (?, ?)", ('{"api_key": 1, "password": 1}', "GPU 服务器信息"))
-    db.commit()
-    db.close()
-    assert b'"password": 1}GPU' in (tmp_path / "chunks.sqlite3").read_bytes()  # adjacent on disk
+    try:
+        assert b'"password": 1}GPU' in (tmp_path / "chunks.sqlite3-wal").read_bytes()  # adjacent on disk
+        assert audit_data_dir(tmp_path).findings == []
+    finally:
+        db.close()
+    assert b'"password": 1}GPU' in (tmp_path / "chunks.sqlite3").read_bytes()
     assert audit_data_dir(tmp_path).findings == []
 
 
