@@ -7,10 +7,10 @@ notes (see the module docstring of ``ingest.secrets``), the negative families ar
 for that look a bit like secrets (container ids, SHAs, checksums, model names, URLs, ports, versions...)
 and prose that talks about passwords without giving one.
 
-Two splits, written separately: ``tune`` (the templates the detector was developed against) and
-``heldout`` (other wordings, labels, commands, hosts and value shapes of the same families, never used
-while tuning). Filler lines around the snippets are split the same way. Report both; the held-out figure
-is the honest one.
+Three splits: ``tune`` (the templates the detector was developed against), ``heldout`` (other wordings,
+labels, commands, hosts and value shapes of the same families, written at the same time but never used
+while tuning), and ``fresh`` (written after the detector was frozen, to see what new wordings cost).
+Filler lines around the snippets differ per split. ``bench/results/secrets.md`` says how to read each.
 
 Decisions a labeller has to make, written down once:
 
