@@ -90,6 +90,19 @@ def _runner(config: str, baseline: str, tmp: Path) -> Callable[[bytes], list[str
     return lambda data: per_page(extract(data, tables=tables))
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak resident set size. Read from ``VmHWM`` where Linux has it: on Linux
+    ``ru_maxrss`` keeps the parent's peak across ``exec``, so a worker started by a parent that
+    had just generated a large PDF would report the parent's memory."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _cpu() -> float:
     """CPU seconds this process has used (user + system): what the extraction cost, whatever
     else the machine was running."""
@@ -104,7 +117,7 @@ def _worker(config: str, files_json: str, out_path: str, baseline: str) -> None:
         from tests.factories_pdf import make_pdf, para
 
         run(make_pdf([[para("warm-up page " * 20)]] * 2))
-        rss_ready = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rss_ready = _peak_rss_mb()
         load_start = os.getloadavg()[0]
         per_file: dict[str, dict[str, Any]] = {}
         pages: dict[str, list[str]] = {}
@@ -118,7 +131,7 @@ def _worker(config: str, files_json: str, out_path: str, baseline: str) -> None:
             cpu_total += cpu
             per_file[f.name] = {"pages": len(texts), "seconds": round(seconds, 3), "cpu_s": round(cpu, 3)}
             pages[f.name] = texts
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = _peak_rss_mb()
     Path(out_path).write_text(json.dumps(pages, ensure_ascii=False), encoding="utf-8")
     result = {
         "seconds": total,
@@ -229,11 +242,11 @@ def _memory_worker(pdf_path: str) -> None:
 
     extract_pdf(make_pdf([[para("warm-up page " * 20)]] * 2))
     data = Path(pdf_path).read_bytes()
-    ready = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    ready = _peak_rss_mb()
     start = time.perf_counter()
     doc = extract_pdf(data)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_rss_mb()
     assert doc.pages is not None
     result = {
         "pages": len(doc.pages),
