@@ -324,6 +324,68 @@ def test_a_leak_planted_in_a_real_index_is_found(sample_index: Path, tmp_path: P
     assert [(f.file, f.kind) for f in report.findings] == [("api.log", "huggingface_token")]
 
 
+# Credentials in the shapes real notes hold them (see ARCHITECTURE.md, "What real notes look like"),
+# beside long hex ids that are not secrets.
+MESSY_NOTE = """# 服务器和账号
+
+## 阿里云 OSS
+
+Access Key  LTAI5tQ9xZ2mW8vR3nK7pJ4s
+Secret Key  q8Vn3mZx7Lp2Wr9Tk4Yh6Bc1Nd5Fs0GjAe3Ui7Ko
+
+## 账号密码
+
+登录密码 Xk9#mP2vQw
+grafana 密码：Gr4f4na!2024
+
+## 跳板机
+
+ssh -p 2222 deploy@10.0.3.21
+Zq8#vL2m9Pw
+ssh -p 2200 root@10.0.3.22
+123456
+
+## 模型
+
+export HF_TOKEN=hf_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z
+OPENAI_API_KEY=sk-proj-4fQ2mZx9LkP7wR3tYh8VbN1cJd6EsA0u
+docker run -d -e POSTGRES_PASSWORD=pg_S3cret_77 postgres:16
+
+## 容器
+
+docker start 3f9a7c2e1b4d8a6f0e5c9b7a3d1f2e4c6b8a0d9e7f5c3b1a2d4e6f8a0c2b4d6e
+git checkout 9fceb02d0ae598e95dc970b74767f19372d61af8
+"""
+
+
+@pytest.mark.parametrize("redact", [True, False])
+def test_messy_notes_are_clean_after_redaction_and_found_without(tmp_path: Path, redact: bool) -> None:
+    notes = tmp_path / "notes"
+    shutil.copytree(SAMPLES, notes)
+    (notes / "servers.md").write_text(MESSY_NOTE, encoding="utf-8")
+    data_dir = tmp_path / "data"
+    settings = Settings(data_dir=data_dir)
+    settings.ingest.redact_secrets = redact
+    with Engine.open(settings, create=True) as engine:
+        sync_paths([notes], settings, engine.store)
+        engine.store.acquire_writer_lock()
+        try:
+            engine.sync(["sparse", "graph"])
+        finally:
+            engine.store.release_writer_lock()
+    findings = audit_data_dir(data_dir).findings
+    if redact:
+        assert findings == []
+        return
+    assert {"chunks.sqlite3"} <= {f.file for f in findings}
+    kinds = {f.kind for f in findings}
+    assert {"password", "openai_key", "huggingface_token"} <= kinds
+    excerpts = " ".join(f.excerpt for f in findings)
+    assert "docker start" not in excerpts and "checkout" not in excerpts  # hex ids are not secrets
+    for secret in ("Xk9#mP2vQw", "Zq8#vL2m9Pw", "pg_S3cret_77", "hf_aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z"):
+        assert secret not in excerpts
+
+
 def test_mask_keeps_two_characters_and_the_length() -> None:
     assert mask(PASSWORD) == f"Tr…({len(PASSWORD)} chars)"
     assert mask("12345") == "1…(5 chars)"
