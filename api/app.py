@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
@@ -96,11 +97,14 @@ class UploadLimit:
         await self.app(scope, limited, send)
 
 
-def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastAPI:
-    """The app for ``settings``. ``embedder`` replaces the configured embedding model (tests).
+def create_app(
+    settings: Settings, *, embedder: Embedder | None = None, watch: list[Path] | None = None
+) -> FastAPI:
+    """The app for ``settings``. ``embedder`` replaces the configured embedding model (tests);
+    the folders in ``watch`` are kept in sync while the app runs (:mod:`ingest.watch`).
 
     The index is opened when the app starts (lifespan) and closed when it stops."""
-    service = Service(settings, embedder=embedder)
+    service = Service(settings, embedder=embedder, watch=watch)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -33,6 +33,7 @@ from typing import Any, Literal
 from api.errors import internal_error_body, rag_error_body
 from api.uploads import remove_upload
 from ingest.publish import LEG_WAIT_S, Cancelled, delete_and_publish, ingest_and_publish, publish
+from ingest.watch import sync_roots
 from rag.engine import Published
 from rag.errors import RagError
 from rag.filestatus import FileStatusBook
@@ -42,7 +43,7 @@ from rag.store import ChunkStore
 
 log = logging.getLogger("rag.api")
 
-JobKind = Literal["ingest", "delete", "sync"]
+JobKind = Literal["ingest", "delete", "sync", "watch"]
 JobStatus = Literal["queued", "running", "done", "failed"]
 KEEP_JOBS = 1000  # finished jobs remembered for polling
 
@@ -89,11 +90,18 @@ class JobRunner:
     """The writer thread and the table of jobs it ran or will run."""
 
     def __init__(
-        self, engine: ServingEngine, settings: Settings, uploads: Path, status: FileStatusBook | None = None
+        self,
+        engine: ServingEngine,
+        settings: Settings,
+        uploads: Path,
+        status: FileStatusBook | None = None,
+        *,
+        watch: list[Path] | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
         self.uploads = uploads
+        self.watch_roots = list(watch or [])
         self.status = status or FileStatusBook(settings.data_dir)
         self.cancel = threading.Event()
         self.interval = settings.api.publish_interval_s
@@ -152,6 +160,17 @@ class JobRunner:
         """Ingest ``paths`` (files and folders) with ``settings`` (default: the server's)."""
         return self._submit(Job(self._new_id(), "ingest", paths=paths, sources=sources, settings=settings))
 
+    def submit_watch(self, changed: dict[str, str]) -> Job:
+        """Sync the watched folders after ``changed`` ({path: source}); joins a sync still queued."""
+        with self._lock:
+            for job in reversed(self._jobs.values()):
+                if job.kind == "watch" and job.status == "queued":
+                    job.sources.extend(s for s in changed.values() if s not in job.sources)
+                    return job
+        return self._submit(
+            Job(self._new_id(), "watch", paths=list(self.watch_roots), sources=list(changed.values()))
+        )
+
     def submit_delete(self, doc_id: str, source: str) -> Job:
         return self._submit(Job(self._new_id(), "delete", doc_id=doc_id, sources=[source]))
 
@@ -201,6 +220,8 @@ class JobRunner:
                 job.result = self._ingest(job)
             elif job.kind == "delete":
                 job.result = self._delete(job)
+            elif job.kind == "watch":
+                job.result = self._watch(job)
             else:
                 published = self._publish(hold=False, force=True)
                 job.result = {"published": published.as_dict() if published else None}
@@ -238,6 +259,21 @@ class JobRunner:
             status=self.status,
             cancel=self.cancel,
         )
+        return outcome.job_dict(self.engine)
+
+    def _watch(self, job: Job) -> dict[str, Any]:
+        assert self._writer is not None
+        outcome = sync_roots(
+            job.paths,
+            self.settings,
+            self.engine,
+            self._writer,
+            status=self.status,
+            cancel=self.cancel,
+            publish_every_s=self.interval,
+        )
+        if outcome is None:
+            return {"generation": self.engine.generation(), "folders": 0}
         return outcome.job_dict(self.engine)
 
     def _delete(self, job: Job) -> dict[str, Any]:

@@ -235,7 +235,7 @@ class JobInfo(BaseModel):
     )
 
     id: str
-    kind: Literal["ingest", "delete", "sync"]
+    kind: Literal["ingest", "delete", "sync", "watch"]
     status: Literal["queued", "running", "done", "failed"]
     files: list[str]
     doc_id: str | None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
@@ -32,9 +33,14 @@ RETRY_S = 5.0
 
 
 class Service:
-    def __init__(self, settings: Settings, *, embedder: Embedder | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, embedder: Embedder | None = None, watch: list[Path] | None = None
+    ) -> None:
         self.settings = settings
         self.embedder = embedder
+        self.watch = [Path(p).expanduser().resolve() for p in watch or []]
+        self._watch_stop = threading.Event()
+        self._watcher: threading.Thread | None = None
         self.uploads = uploads_dir(settings.data_dir)
         self.started_at = time.time()
         self.llm: LLM | None = None
@@ -62,13 +68,35 @@ class Service:
                 log.warning("cannot open the index: %s", exc.one_line())
                 return
             clear_partials(self.uploads)
-            jobs = JobRunner(engine, self.settings, self.uploads)
+            jobs = JobRunner(engine, self.settings, self.uploads, watch=self.watch)
             jobs.start()
             self._engine, self._jobs, self.error = engine, jobs, None
+            if self.watch:
+                self._start_watching(jobs)
+
+    def _start_watching(self, jobs: JobRunner) -> None:
+        """Sync the watched folders now (they may have changed while no server ran), then on
+        every debounced batch of changes (see :mod:`ingest.watch`)."""
+        from ingest.watch import FolderWatcher, watch_loop
+
+        watcher = FolderWatcher(self.watch, debounce_ms=self.settings.ingest.watch_debounce_ms)
+        jobs.submit_watch({str(p): p.name for p in self.watch})
+
+        def on_batch(changed: dict[str, str]) -> None:
+            jobs.status.mark_pending(changed)
+            jobs.submit_watch(changed)
+
+        self._watcher = threading.Thread(
+            target=watch_loop, args=(watcher, self._watch_stop, on_batch), name="rag-watch", daemon=True
+        )
+        self._watcher.start()
 
     def stop(self) -> None:
         """Stop the writer thread and close everything; never raises (a failure to close one
         part is logged in one line and the rest is still closed)."""
+        self._watch_stop.set()
+        if self._watcher is not None:
+            self._watcher.join(5.0)
         jobs, engine = self._jobs, self._engine
         self._jobs = self._engine = None
         if jobs is not None and not _quietly("stopping the writer thread", jobs.stop, default=False):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -48,6 +49,14 @@ def ask_cmd(question: str, no_llm: bool, k: int | None, settings: Settings, as_j
     if not question.strip():
         raise InputError("the question is empty", hint='e.g. rag ask "which port does ollama use?"')
 
+    from cli.remote import owner_client
+
+    client = owner_client(settings, "read", doing="ask")
+    if client is not None:
+        with client:
+            _ask_owner(client, question, k, no_llm, as_json)
+        return
+
     llm = None if no_llm else make_llm(settings.llm)
     final: Answer | None = None
     printed = False
@@ -72,36 +81,67 @@ def ask_cmd(question: str, no_llm: bool, k: int | None, settings: Settings, as_j
         emit_json(final.as_dict())
         return
     click.echo("")
+    _print_sources(final.as_dict())
+
+
+def _ask_owner(client: Any, question: str, k: int | None, no_llm: bool, as_json: bool) -> None:
+    """The same answer, asked of the server that owns the data dir (streamed unless --json)."""
+    from rag.errors import LLMStreamError
+
+    if as_json:
+        emit_json(client.ask(question, k, no_llm))
+        return
+    final: dict[str, Any] | None = None
+    printed = False
+    for event, data in client.ask_stream(question, k, no_llm):
+        if event == "token":
+            click.echo(data.get("text", ""), nl=False)
+            sys.stdout.flush()
+            printed = True
+        elif event == "final":
+            final = data
+        elif event == "error":
+            if printed:
+                click.echo("")
+            err = data.get("error", {})
+            raise LLMStreamError(str(err.get("message", "the answer failed")), hint=err.get("hint"))
+    if final is None:
+        raise LLMStreamError("the server's answer stream ended early")
+    click.echo("")
     _print_sources(final)
 
 
-def _print_sources(answer: object) -> None:
+def _print_sources(answer: Any) -> None:
+    """Sources, notes and timing of an answer (an ``Answer`` or its ``rag ask --json`` object)."""
     from rich.console import Console
     from rich.markup import escape
 
-    from rag.answer import Answer
+    if not isinstance(answer, dict):
+        answer = answer.as_dict()
 
-    assert isinstance(answer, Answer)
     out = Console(highlight=False)
     err = Console(stderr=True, highlight=False)
-    if answer.citations:
+    if answer["citations"]:
         out.print("\n[bold]Sources[/]")
-        for c in answer.citations:
-            where = c.source + (f" p.{c.page}" if c.page is not None else "")
-            heading = f"  [green]{escape(c.heading)}[/]" if c.heading else ""
-            out.print(f" [bold]\\[{c.n}][/] [cyan]{escape(where)}[/]{heading}")
-            out.print(f"     [dim]“{escape(c.quote)}”[/]")
-    if answer.invalid_citations:
-        numbers = ", ".join(f"[{n}]" for n in answer.invalid_citations)
+        for c in answer["citations"]:
+            where = c["source"] + (f" p.{c['page']}" if c.get("page") is not None else "")
+            heading = f"  [green]{escape(c['heading'])}[/]" if c.get("heading") else ""
+            out.print(f" [bold]\\[{c['n']}][/] [cyan]{escape(where)}[/]{heading}")
+            out.print(f"     [dim]“{escape(c['quote'])}”[/]")
+    if answer.get("invalid_citations"):
+        numbers = ", ".join(f"[{n}]" for n in answer["invalid_citations"])
         err.print(f"[yellow]removed citations of blocks that were not sent: {numbers}[/]")
-    if answer.note:
-        err.print(f"[yellow]note:[/] {escape(answer.note)}")
-    t = answer.timings
-    if answer.kind == "refused" and answer.llm is None:
-        detail = f"evidence {answer.evidence:.2f} below {answer.min_evidence:.2f}: the model was not asked"
-    elif answer.llm is not None:
+    if answer.get("note"):
+        err.print(f"[yellow]note:[/] {escape(answer['note'])}")
+    t = answer.get("timings_ms") or {}
+    llm = answer.get("llm")
+    if answer.get("kind") == "refused" and llm is None:
+        detail = (
+            f"evidence {answer['evidence']:.2f} below {answer['min_evidence']:.2f}: the model was not asked"
+        )
+    elif llm is not None:
         first = f", first token {t['first_token'] / 1000:.1f} s" if "first_token" in t else ""
-        detail = f"{answer.llm['backend']}/{answer.llm['model']}, {len(answer.blocks)} blocks{first}"
+        detail = f"{llm['backend']}/{llm['model']}, {len(answer.get('context') or [])} blocks{first}"
     else:
         detail = "extractive, no model"
     err.print(f"[dim]{escape(detail)}, {t.get('total', 0.0) / 1000:.1f} s[/]")

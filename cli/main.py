@@ -8,6 +8,7 @@ non-zero exit code; tracebacks are reserved for bugs.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,10 @@ def cli() -> None:
 # -- ingest ----------------------------------------------------------------------------------------
 
 
+#: Keys a server's ingest job adds to the `rag ingest --json` object (not printed by the CLI).
+JOB_EXTRAS = ("generation", "publishes", "max_locked_ms")
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--include", multiple=True, help="Only files matching this glob (repeatable), e.g. '*.md'.")
@@ -58,12 +63,14 @@ def cli() -> None:
 @click.option(
     "--no-redact", is_flag=True, help="Keep secrets (API keys, passwords) in the index. Not recommended."
 )
+@click.option("--watch", is_flag=True, help="After the ingest, keep the folders in sync until stopped.")
 @common_options
 def ingest(
     paths: tuple[Path, ...],
     include: tuple[str, ...],
     exclude: tuple[str, ...],
     no_redact: bool,
+    watch: bool,
     settings: Settings,
     as_json: bool,
 ) -> None:
@@ -76,12 +83,43 @@ def ingest(
     An interrupted run loses nothing: run it again.
 
     \b
+    While `rag serve` owns the data dir the ingest runs in the server (same
+    output). With --watch the folders stay in sync (new, changed, renamed and
+    deleted files) until Ctrl-C; each sync prints one JSON line with --json.
+
+    \b
     Examples:
       rag ingest ~/notes
       rag ingest ~/notes ~/papers/attention.pdf --exclude 'archive/**'
       rag ingest ~/notes --json | jq .failed
+      rag ingest ~/notes --watch
     """
-    from ingest.pipeline import sync_paths
+    from cli.remote import owner_client, owner_of
+    from rag.owner import owned_error
+
+    if watch:
+        owner = owner_of(settings)
+        if owner is not None:
+            err = owned_error(settings.data_dir, owner, doing="watch")
+            if owner.kind == "server":
+                err.hint = "run `rag serve --watch DIR` instead, or stop that server first"
+            raise err
+    client = owner_client(settings, "write", doing="ingest")
+    if client is not None:
+        with client, progress_bar(enabled=not as_json, label="ingesting (server)") as progress:
+            result = client.ingest(
+                list(paths),
+                include=list(include),
+                exclude=list(exclude),
+                no_redact=no_redact,
+                progress=progress,
+            )
+        report = {k: v for k, v in result.items() if k not in JOB_EXTRAS}
+        if as_json:
+            emit_json(report)
+        else:
+            _print_ingest_report(report, settings)
+        return
 
     if include:
         settings.ingest.include = list(include)
@@ -89,23 +127,74 @@ def ingest(
         settings.ingest.exclude = [*settings.ingest.exclude, *exclude]
     if no_redact:
         settings.ingest.redact_secrets = False
+    _ingest_here(list(paths), settings, as_json=as_json, watch=watch)
 
+
+def _ingest_here(paths: list[Path], settings: Settings, *, as_json: bool, watch: bool) -> None:
+    """The ingest in this process, which owns the data dir meanwhile (searches elsewhere go on)."""
+    from ingest.publish import ingest_and_publish
     from rag.engine import Engine
+    from rag.filestatus import FileStatusBook
+    from rag.owner import Ownership
 
-    with Engine.open(settings, create=True) as engine:
-        with progress_bar(enabled=not as_json, label="reading files") as progress:
-            report = sync_paths(list(paths), settings, engine.store, progress=progress)
-        with progress_bar(enabled=not as_json, label="indexing") as progress:
-            engine.store.acquire_writer_lock()
-            try:
-                engine.sync(progress=progress)
-            finally:
-                engine.store.release_writer_lock()
+    command = "rag ingest --watch" if watch else "rag ingest"
+    with Ownership.acquire(settings.data_dir, "ingest", command=command):
+        status = FileStatusBook(settings.data_dir)
+        with Engine.open(settings, create=True) as engine:
+            with progress_bar(enabled=not as_json, label="ingesting") as progress:
+                outcome = ingest_and_publish(
+                    paths,
+                    settings,
+                    engine,
+                    engine.store,
+                    progress=progress,
+                    publish_progress=progress,
+                    status=status,
+                )
+            if as_json:
+                emit_json(outcome.as_dict())
+            else:
+                _print_ingest_report(outcome.as_dict(), settings)
+            if watch:
+                _watch_here(paths, settings, engine, status, as_json=as_json)
 
-    if as_json:
-        emit_json(report.as_dict())
-        return
-    _print_ingest_report(report.as_dict(), settings)
+
+def _watch_here(paths: list[Path], settings: Settings, engine: Any, status: Any, *, as_json: bool) -> None:
+    """Keep the folders in sync until Ctrl-C or SIGTERM (both end it quietly, exit code 0)."""
+    import signal
+    import threading
+
+    from ingest.watch import FolderWatcher, sync_roots, watch_loop
+
+    folders = [p.expanduser().resolve() for p in paths if p.expanduser().is_dir()]
+    if not folders:
+        from rag.errors import InputError
+
+        raise InputError(
+            "--watch needs a folder", hint="give the folder to watch, e.g. rag ingest ~/notes --watch"
+        )
+    stop = threading.Event()
+    watcher = FolderWatcher(folders, debounce_ms=settings.ingest.watch_debounce_ms)
+
+    def on_batch(changed: dict[str, str]) -> None:
+        status.mark_pending(changed)
+        outcome = sync_roots(folders, settings, engine, engine.store, status=status, cancel=stop)
+        if outcome is not None and as_json:
+            emit_json(outcome.as_dict())
+        elif outcome is not None:
+            r = outcome.report
+            click.echo(
+                f"synced: {r.added} added, {r.updated} updated, {r.deleted} deleted, {len(r.failed)} failed",
+                err=True,
+            )
+
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        click.echo(f"watching {', '.join(map(str, folders))} (Ctrl-C to stop)", err=True)
+        watch_loop(watcher, stop, on_batch)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _print_ingest_report(r: dict[str, Any], settings: Settings) -> None:
@@ -168,6 +257,23 @@ def search(query: str | None, k: int, mode: str, batch: Any, settings: Settings,
 
     if (query is None) == (batch is None):
         raise InputError("give either QUERY or --batch FILE", hint="see `rag search --help`")
+    from cli.remote import owner_client
+
+    client = owner_client(settings, "read", doing="search")
+    if client is not None:
+        with client:
+            if batch is not None:
+                for qid, text in _batch_queries(batch):
+                    body = client.search(text, k, mode)
+                    emit_json({"_id": qid, "took_ms": body["took_ms"], "hits": body["hits"]})
+                return
+            assert query is not None
+            body = client.search(query, k, mode)
+        if as_json:
+            emit_json(body)
+        else:
+            _print_hits(query, mode, body["took_ms"], body["hits"])
+        return
     if batch is None and settings.embedding.query_runtime == "auto":
         settings.embedding.query_runtime = "numpy"  # one query: skip importing torch (cold start)
     with Engine.open(settings) as engine:
@@ -175,16 +281,7 @@ def search(query: str | None, k: int, mode: str, batch: Any, settings: Settings,
         for warning in engine.warnings:
             click.echo(f"warning: {warning}", err=True)
         if batch is not None:
-            for n, line in enumerate(batch, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    item = json.loads(line)
-                    qid, text = item["_id"], item["text"]
-                except (ValueError, KeyError, TypeError):
-                    raise InputError(
-                        f'line {n} of --batch is not a JSON object with "_id" and "text"'
-                    ) from None
+            for qid, text in _batch_queries(batch):
                 t0 = time.perf_counter()
                 hits = retriever.search(str(text), k, mode)  # type: ignore[arg-type]
                 took = (time.perf_counter() - t0) * 1000
@@ -200,6 +297,21 @@ def search(query: str | None, k: int, mode: str, batch: Any, settings: Settings,
         )
         return
     _print_hits(query, mode, took, [h.as_dict() for h in hits])
+
+
+def _batch_queries(batch: Any) -> Iterator[tuple[Any, str]]:
+    """``(_id, text)`` of each JSONL line of ``--batch``."""
+    from rag.errors import InputError
+
+    for n, line in enumerate(batch, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            qid, text = item["_id"], item["text"]
+        except (ValueError, KeyError, TypeError):
+            raise InputError(f'line {n} of --batch is not a JSON object with "_id" and "text"') from None
+        yield qid, str(text)
 
 
 def _print_hits(query: str, mode: str, took_ms: float, hits: list[dict[str, Any]]) -> None:
@@ -231,22 +343,129 @@ def _print_hits(query: str, mode: str, took_ms: float, hits: list[dict[str, Any]
 @cli.command()
 @common_options
 def documents(settings: Settings, as_json: bool) -> None:
-    """List indexed documents (source, format, pages, chunks, notes)."""
-    from rag.store import ChunkStore
+    """List every file: indexed, pending (a change waits) or failed (with the reason), and the
+    notes ingest kept (repairs, redactions)."""
+    from cli.remote import owner_client
 
-    with ChunkStore(settings.data_dir, create=False) as store:
-        docs = store.documents()
-    rows = [d.listing() for d in docs]
+    client = owner_client(settings, "read", doing="list documents")
+    if client is not None:
+        with client:
+            rows = client.documents()
+    else:
+        rows = _document_rows_here(settings)
     if as_json:
         emit_json({"documents": rows})
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("source", "format", "pages", "chunks", "notes")
-    for d in docs:
-        table.add_row(d.source, d.format, str(d.n_pages or ""), str(d.n_chunks), "; ".join(d.notes))
+    table = Table("source", "status", "format", "pages", "chunks", "notes")
+    for r in rows:
+        notes = "; ".join(r["notes"]) if r["status"] != "failed" else str(r["error"])
+        style = {"failed": "red", "pending": "yellow"}.get(r["status"])
+        table.add_row(
+            r["source"],
+            r["status"],
+            r["format"] or "",
+            str(r["pages"] or ""),
+            str(r["chunks"]),
+            notes,
+            style=style,
+        )
     Console().print(table)
+
+
+def _document_rows_here(settings: Settings) -> list[dict[str, Any]]:
+    from rag.filestatus import document_rows, read_status
+    from rag.store import ChunkStore
+
+    with ChunkStore(settings.data_dir, create=False) as store:
+        docs = store.documents()
+    return document_rows(docs, read_status(settings.data_dir), settings.data_dir)
+
+
+#: What `rag delete --json` prints (the body of DELETE /v1/documents/{id}, without its job id).
+DELETE_KEYS = ("deleted", "doc_id", "source", "chunks", "removed_file")
+
+
+@cli.command()
+@click.argument("document")
+@common_options
+def delete(document: str, settings: Settings, as_json: bool) -> None:
+    """Remove a document from every index (by doc id, source or path; see `rag documents`).
+
+    \b
+    An uploaded file (under the data dir's uploads/) is deleted too; a file of
+    your folder is not (a later `rag ingest` of the folder brings it back).
+
+    \b
+    Examples:
+      rag delete notes/old-draft.md
+      rag delete 3f2a9c1e5b7d4a60 --json
+    """
+    from cli.remote import owner_client
+
+    client = owner_client(settings, "write", doing="delete")
+    if client is not None:
+        with client:
+            doc_id = _resolve_document(document, client.documents())
+            body = client.delete(doc_id)
+    else:
+        body = _delete_here(document, settings)
+    out = {k: body[k] for k in DELETE_KEYS}
+    if as_json:
+        emit_json(out)
+        return
+    click.echo(
+        f"deleted {out['source']} ({out['chunks']} chunks)"
+        + (", file removed" if out["removed_file"] else "")
+    )
+
+
+def _resolve_document(document: str, rows: list[dict[str, Any]]) -> str:
+    """The doc id ``document`` names: a doc id, a path, or a source that only one document has."""
+    from rag.errors import InputError, NotFoundError
+
+    indexed = [r for r in rows if r["doc_id"]]
+    for r in indexed:
+        if document == r["doc_id"]:
+            return str(r["doc_id"])
+    path = str(Path(document).expanduser().resolve())
+    by_path = [r for r in indexed if r["path"] == path]
+    if len(by_path) == 1:
+        return str(by_path[0]["doc_id"])
+    by_source = [r for r in indexed if r["source"] == document]
+    if len(by_source) == 1:
+        return str(by_source[0]["doc_id"])
+    if len(by_source) > 1:
+        raise InputError(
+            f"{len(by_source)} documents are named {document}",
+            hint="give its doc id (`rag documents --json`)",
+        )
+    raise NotFoundError(f"no document {document}", hint="`rag documents` lists them")
+
+
+def _delete_here(document: str, settings: Settings) -> dict[str, Any]:
+    from api.uploads import remove_upload, uploads_dir
+    from ingest.publish import delete_and_publish
+    from rag.engine import Engine
+    from rag.filestatus import FileStatusBook
+    from rag.owner import Ownership
+
+    with Ownership.acquire(settings.data_dir, "ingest", command="rag delete"):
+        doc_id = _resolve_document(document, _document_rows_here(settings))
+        with Engine.open(settings) as engine:
+            record, _ = delete_and_publish(
+                engine, engine.store, doc_id, status=FileStatusBook(settings.data_dir)
+            )
+    removed = remove_upload(uploads_dir(settings.data_dir), record.path)
+    return {
+        "deleted": True,
+        "doc_id": record.doc_id,
+        "source": record.source,
+        "chunks": record.n_chunks,
+        "removed_file": removed,
+    }
 
 
 def _register() -> None:

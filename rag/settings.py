@@ -67,6 +67,12 @@ class IngestSettings(BaseModel):
         "'markdown' = pymupdf4llm (slower, see README).",
     )
     commit_every: int = Field(64, ge=1, description="Documents written per store transaction.")
+    watch_debounce_ms: int = Field(
+        300,
+        ge=10,
+        le=60_000,
+        description="`--watch`: milliseconds without a new file event before the changes are synced.",
+    )
     workers: int = Field(
         default_factory=lambda: min(4, os.cpu_count() or 1),
         ge=1,
