@@ -716,6 +716,9 @@ def _bare_value(kind: str, value: str) -> bool:
     return not (_name_like(value) and _SEGMENT_SPLIT.search(value) and _char_classes(value) < 3)
 
 
+_LOWER_HEX = re.compile(r"[0-9a-f]+")
+
+
 def _lone_value(value: str) -> bool:
     """A token alone on its line, under a login command or a user name: a password shape that is not a
     command (``nvidia-smi``, ``python3``, ``htop``), a name, a version or an address."""
@@ -726,6 +729,8 @@ def _lone_value(value: str) -> bool:
         return False
     if value.isdigit():
         return n <= 32
+    if n in (12, 32, 40, 64) and _LOWER_HEX.fullmatch(value):
+        return False  # the length of a container id, an MD5, a SHA-1 or a SHA-256 in lower-case hex
     classes = _char_classes(value)
     if classes < 2 or _name_like(value):
         return False

@@ -358,6 +358,7 @@ NEGATIVE: list[str] = [
     "密码有效期为 180 天，密码最小长度为 8",
     "mc alias set minio http://10.0.0.5:9000 $ACCESS_KEY $SECRET_KEY",
     "ssh root@10.0.0.2\nsudo systemctl restart ollama\nexit",
+    "ssh root@10.0.0.2\n7aa4b3c2d1e0\n\n用户名：admin\n3f9a8c2b7d1e4f6a9b0c5d2e8f1a7b3c4d5e6f70",
 ]
 
 
