@@ -660,7 +660,7 @@ _USER_AT_HOST = re.compile(r"[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+(?::\S*)?
 # segments of names, commands and model tags: words, numbers, word+small number (python3, qwen2), number+unit
 # (7b, 8B, 128k), letter+number (v2, m3)
 _NAME_SEGMENT = re.compile(
-    r"(?:[A-Z]?[a-z]+)+|[A-Z]+|\d+|(?:[A-Z]?[a-z]+|[A-Z]+)\d{1,2}|\d+(?:[a-z]{1,2}|[A-Z]{1,2})|[A-Za-z]\d{1,3}"
+    r"(?:[A-Z]?[a-z]++)++|[A-Z]+|\d+|(?:[A-Z]?[a-z]+|[A-Z]+)\d{1,2}|\d+(?:[a-z]{1,2}|[A-Z]{1,2})|[A-Za-z]\d{1,3}"
 )
 _SEGMENT_SPLIT = re.compile(r"[-_.:/+]")
 _SYMBOLS = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
@@ -844,11 +844,11 @@ _LOGIN_LINE = _line_pattern(
 # value on its line (``密码：``): the value or password is expected on the next line.
 _USER_LINE = _line_pattern(
     r"[ \t>*-]*+(?:\*\*)?(?:用户名|用户|账号|帐号|账户|登录名|(?i:user(?:name)?|login|account))(?:\*\*)?"
-    r"[ \t\u3000]*[:：=]?[ \t\u3000]*[\w.@-]{1,64}+"
+    r"[ \t\u3000]*+[:：=]?[ \t\u3000]*+[\w.@-]{1,64}+"
     r"(?:(?:[ \t\u3000]+|[ \t]*[/,][ \t]*)(?P<pw>[^\s]{3,128}+))?[ \t]*$"  # user and password on one line
 )
 _PASSWORD_LABEL_LINE = _line_pattern(
-    r"[ \t>*-]*+(?:\*\*)?(?:密码|口令|(?i:password|passwd|pwd))(?:\*\*)?[ \t]*[:：]?[ \t]*$"
+    r"[ \t>*-]*+(?:\*\*)?(?:密码|口令|(?i:password|passwd|pwd))(?:\*\*)?[ \t]*+[:：]?[ \t]*+$"
 )
 _LINE_TOKEN = re.compile(r"[ \t]*+(?:[-*+>][ \t]++)*+`?(?P<v>[^\s`]{1,200}+)`?[ \t]*")
 

@@ -560,6 +560,28 @@ def test_throughput_on_ten_megabytes() -> None:
     assert mb / seconds > 0.5
 
 
+@pytest.mark.parametrize(
+    "context",
+    ["ssh -p 22 root@h\n", "用户名：a\n", "password ", "登录密码 ", "## 账号密码\n", "user", "密码"],
+)
+def test_long_values_after_a_context_are_fast(context: str) -> None:
+    """Values the shape checks read (word runs, spaces, separators) at their longest: no backtracking
+    blow-up in the name, version and line patterns."""
+    values = [
+        "a" * 120 + "!",
+        "aB" * 60 + "!",
+        "1." * 60 + "x!",
+        "a-" * 60 + "!",
+        " " * 5000 + "x!",
+        "a." * 60 + ":",
+    ]
+    text = "\n".join(context + v for v in values) + "\n"
+    t0 = time.perf_counter()
+    for _ in range(3):
+        find_secrets(text)
+    assert time.perf_counter() - t0 < 2
+
+
 def test_many_short_lines_of_context_are_fast() -> None:
     """Login lines, labels, headings and table headers in runs of 100 KB: every rule that looks at the
     next lines must stay linear when every line is a trigger."""
