@@ -29,6 +29,7 @@ first two characters and its length, because the audit output is a log too.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import itertools
 import json
 import mmap
@@ -349,7 +350,7 @@ class _SqlitePages:
                     col.scan_runs(ctx.file, raw, 0, where)
 
 
-def _freelist(mm: bytes, page_size: int, n_pages: int) -> set[int]:
+def _freelist(mm: bytes | mmap.mmap, page_size: int, n_pages: int) -> set[int]:
     """Page numbers on the freelist of a database file (trunks and leaves)."""
     (trunk,) = struct.unpack_from(">I", mm, 32)
     out: set[int] = set()
@@ -367,22 +368,21 @@ def _scan_sqlite(col: _Collector, file: str, path: Path) -> None:
     """A database file: its live rows through SQLite, its free space (deleted rows) from the pages.
     Should SQLite not read it (damaged, or caught mid-checkpoint), the records are read from the
     pages too."""
-    with open(path, "rb") as fh:
-        data = fh.read()
-    page_size = int.from_bytes(data[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    if page_size < 512 or len(data) < page_size:
-        _scan_raw_bytes(col, file, data)
-        return
-    live_read = _scan_sqlite_logical(col, file, path)
-    walker = _SqlitePages(col, page_size, data[20])
-    n_pages = len(data) // page_size
-    free = _freelist(data, page_size, n_pages)
-    for pgno in range(1, n_pages + 1):
-        page = data[(pgno - 1) * page_size : pgno * page_size]
-        if page.count(0) == len(page):
-            continue
-        walker.page(_PageCtx(file, f"page {pgno}"), page, pgno, pgno in free, cells=not live_read)
+    with _mapped(path) as data:
+        page_size = int.from_bytes(data[16:18], "big")
+        page_size = 65536 if page_size == 1 else page_size
+        if page_size < 512 or len(data) < page_size:
+            _scan_raw_bytes(col, file, data)
+            return
+        live_read = _scan_sqlite_logical(col, file, path)
+        walker = _SqlitePages(col, page_size, data[20])
+        n_pages = len(data) // page_size
+        free = _freelist(data, page_size, n_pages)
+        for pgno in range(1, n_pages + 1):
+            page = data[(pgno - 1) * page_size : pgno * page_size]
+            if page.count(0) == len(page):
+                continue
+            walker.page(_PageCtx(file, f"page {pgno}"), page, pgno, pgno in free, cells=not live_read)
 
 
 def _scan_sqlite_logical(col: _Collector, file: str, path: Path) -> bool:
@@ -412,38 +412,45 @@ def _scan_sqlite_logical(col: _Collector, file: str, path: Path) -> bool:
 
 
 def _scan_wal(col: _Collector, file: str, path: Path) -> None:
-    with open(path, "rb") as fh:
-        data = fh.read()
-    if len(data) < 32 or struct.unpack_from(">I", data, 0)[0] not in _WAL_MAGICS:
-        _scan_raw_bytes(col, file, data)
-        return
-    page_size = struct.unpack_from(">I", data, 8)[0]
-    if not 512 <= page_size <= 65536:
-        _scan_raw_bytes(col, file, data)
-        return
+    """A write-ahead log: every frame's page image, records field by field (old frames included:
+    they are on disk until the log is truncated)."""
     reserved = 0
-    main = path.with_name(path.name[: -len("-wal")])
     try:
-        with open(main, "rb") as fh:
-            head = fh.read(100)
+        head = _head(path.with_name(path.name[: -len("-wal")]), 100)
         if head.startswith(_SQLITE_MAGIC):
             reserved = head[20]
-    except OSError:
+    except IndexError:
         pass
-    walker = _SqlitePages(col, page_size, reserved)
-    frame, pos = 0, 32
-    while pos + 24 + page_size <= len(data):
-        frame += 1
-        (pgno,) = struct.unpack_from(">I", data, pos)
-        page = data[pos + 24 : pos + 24 + page_size]
-        if page.count(0) != len(page):
-            walker.page(_PageCtx(file, f"WAL frame {frame} (page {pgno})"), page, pgno, False)
-        pos += 24 + page_size
-    if pos < len(data):
-        col.scan_runs(file, data[pos:], pos, "WAL tail at")
+    with _mapped(path) as data:
+        page_size = struct.unpack_from(">I", data, 8)[0] if len(data) >= 32 else 0
+        if not 512 <= page_size <= 65536 or struct.unpack_from(">I", data, 0)[0] not in _WAL_MAGICS:
+            _scan_raw_bytes(col, file, data)
+            return
+        walker = _SqlitePages(col, page_size, reserved)
+        frame, pos = 0, 32
+        while pos + 24 + page_size <= len(data):
+            frame += 1
+            (pgno,) = struct.unpack_from(">I", data, pos)
+            page = data[pos + 24 : pos + 24 + page_size]
+            if page.count(0) != len(page):
+                walker.page(_PageCtx(file, f"WAL frame {frame} (page {pgno})"), page, pgno, False)
+            pos += 24 + page_size
+        if pos < len(data):
+            col.scan_runs(file, data[pos:], pos, "WAL tail at")
 
 
-def _scan_raw_bytes(col: _Collector, file: str, data: bytes) -> None:
+@contextlib.contextmanager
+def _mapped(path: Path) -> Iterator[mmap.mmap | bytes]:
+    """The file's bytes, mapped (a chunk store can be larger than the memory an audit should take)."""
+    with open(path, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size == 0:
+            yield b""
+            return
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            yield mm
+
+
+def _scan_raw_bytes(col: _Collector, file: str, data: bytes | mmap.mmap) -> None:
     for start in range(0, len(data), WINDOW):
         col.scan_runs(file, data[start : start + WINDOW + _OVERLAP], start, "at")
 
