@@ -44,6 +44,7 @@ Run: ``python bench/bench_encoding.py [--n 300] [--notes 200] [--baseline REV] [
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib.util
 import json
 import platform
@@ -131,14 +132,22 @@ def load_paragraphs(n: int) -> list[str]:
 
 
 def recovered(original: list[str], repaired: list[str]) -> tuple[int, int, int]:
-    """(CJK characters matching position-wise, CJK characters, paragraphs exactly equal)."""
+    """(CJK characters restored, CJK characters, documents exactly equal).
+
+    Position-wise when the lengths agree; otherwise the CJK characters inside the blocks
+    that ``difflib`` finds equal (a repair that keeps one damaged sequence as it is must
+    not count every character after it as wrong).
+    """
     hit = total = exact = 0
     for orig, rep in zip(original, repaired, strict=True):
         exact += orig == rep
-        for i, c in enumerate(orig):
-            if is_cjk(c):
-                total += 1
-                hit += i < len(rep) and rep[i] == c
+        total += sum(map(is_cjk, orig))
+        if len(orig) == len(rep):
+            hit += sum(a == b and is_cjk(a) for a, b in zip(orig, rep, strict=True))
+            continue
+        matcher = difflib.SequenceMatcher(None, orig, rep, autojunk=False)
+        for block in matcher.get_matching_blocks():
+            hit += sum(map(is_cjk, orig[block.a : block.a + block.size]))
     return hit, total, exact
 
 

@@ -339,13 +339,13 @@ _MAX_PASSES = 3  # text mangled twice needs two passes
 # likelihood ratio e^E (a Poisson count of zero), and a byte value that occurs was not lost.
 _LOSS_PRIOR_UNDEFINED = 0.9
 _LOSS_PRIOR_OFTEN = 0.3
-_LOSS_PRIOR_SOMETIMES = 0.01  # 0x80 ('€', also new in 1998) and 0xA0 (no-break space)
+_LOSS_PRIOR_SOMETIMES = 0.05  # 0x80 ('€', also new in 1998) and 0xA0 (no-break space)
 _LOSS_PRIOR_RARE = 0.001
 _LOST_OFTEN = frozenset({0x8E, 0x9E, 0xAD})
 _LOST_SOMETIMES = frozenset({0x80, 0xA0})
 # A byte value below this posterior probability of having been lost is not tried (keeps the
 # candidate lists short: a bare lead byte of a 3-byte character and 8 lost values give 64).
-_MIN_LOSS_POSTERIOR = 0.1
+_MIN_LOSS_POSTERIOR = 0.01
 # The expected count of a byte value is discounted by this factor: the byte shares come from
 # Chinese prose, and notes hold more Latin letters and punctuation than prose does.
 _EXPECTED_COUNT_DISCOUNT = 0.5
@@ -640,17 +640,23 @@ def _best_reading(model: _CharModel, cands: list[_Cands]) -> list[tuple[str, ...
     return out
 
 
+# Readings of windows and entries of undamaged characters, shared by all documents: a window
+# is keyed by its candidates with their scores, so a reading holds wherever the key recurs.
+_WINDOWS: dict[tuple[_Cands, ...], list[tuple[str, ...]]] = {}
+_FIXED: dict[str, tuple[str, str, float, float]] = {}
+_MAX_MEMO = 200_000
+
+
 @dataclass
 class _PassCache:
     """Memo tables of one repair pass (the lost bytes, script and model are fixed within it)."""
 
     options: dict[tuple[str, tuple[bool, ...]], _Cands] = field(default_factory=dict)
-    fixed: dict[str, tuple[str, str, float, float]] = field(default_factory=dict)
-    windows: dict[tuple[_Cands, ...], list[tuple[str, ...]]] = field(default_factory=dict)
     # Document prior (second round): damaged sequence -> character -> log-probability.
     prior: dict[str, dict[str, float]] = field(default_factory=dict)
     # Choices of the first round: (damaged sequence, character, whether inside a dictionary word).
     choices: list[tuple[str, str, bool]] = field(default_factory=list)
+    record: bool = False  # whether to note the choices (only when a second round may follow)
 
 
 def _render(
@@ -668,7 +674,7 @@ def _render(
     else:
         assert model is not None
         simp = model.to_simplified
-        fixed = cache.fixed
+        fixed = _FIXED
         cands: list[_Cands] = []
         damaged: list[int] = []
         tokens: list[str] = []
@@ -711,24 +717,28 @@ def _render(
                 hi = damaged[k] + _WINDOW + 1
             hi = min(hi, len(cands))
             window = tuple(cands[lo:hi])
-            reading = cache.windows.get(window)
+            reading = _WINDOWS.get(window)
             if reading is None:
-                reading = cache.windows[window] = _best_reading(model, cands[lo:hi])
+                if len(_WINDOWS) >= _MAX_MEMO:
+                    _WINDOWS.clear()
+                reading = _WINDOWS[window] = _best_reading(model, cands[lo:hi])
             at = lo
             for word in reading:
-                if len(word) > 1:
+                if cache.record and len(word) > 1:
                     keys = [simp.get(c, c) for c in word]
                     for off in range(len(word)):
-                        in_word[at + off] = not any(  # no other candidate spells a word here
-                            key != keys[off]
-                            and "".join([*keys[:off], key, *keys[off + 1 :]]) in model.word_logp
-                            for _, key, _, _ in cands[at + off]
-                        )
+                        if len(cands[at + off]) > 1:
+                            in_word[at + off] = not any(  # no other candidate spells a word here
+                                key != keys[off]
+                                and "".join([*keys[:off], key, *keys[off + 1 :]]) in model.word_logp
+                                for _, key, _, _ in cands[at + off]
+                            )
                 for c in word:
                     chars[at] = c
                     at += 1
             k += 1
-        cache.choices.extend((tok, chars[d], in_word[d]) for tok, d in zip(tokens, damaged, strict=True))
+        if cache.record:
+            cache.choices.extend((tok, chars[d], in_word[d]) for tok, d in zip(tokens, damaged, strict=True))
         stats.reconstructed += len(damaged)
         text = "".join(chars)
     if _IMPLAUSIBLE_RE.search(text):
@@ -755,7 +765,7 @@ def _byte_counts(parses: list[_RunParse]) -> dict[int, int]:
     return {b: data.count(b) for b in range(0x80, 0xC0)}
 
 
-_MIN_DOC_VALID = 20  # complete sequences a document needs before damaged-only lines count as mojibake
+_MIN_DOC_VALID = 10  # complete sequences a document needs before damaged-only lines count as mojibake
 
 
 def _repair_pass(text: str) -> tuple[str, _RepairStats]:
@@ -807,8 +817,9 @@ def _repair_pass(text: str) -> tuple[str, _RepairStats]:
         if valid_per_line[p.line]:
             # A bare lead byte alone ("、" with both continuation bytes lost) only in mojibake text.
             return bool(p.valid or p.broken or mostly_mojibake)
-        # Damaged sequences alone are no proof of mojibake (café—, naïve) unless the document is.
-        return mostly_mojibake and p.broken > 0 and p.broken + p.lone >= 2
+        # Damaged sequences alone are no proof of mojibake (café—, naïve) unless the document is
+        # ("â”" is an em dash that lost its 0x80); bare lead bytes alone never are.
+        return mostly_mojibake and p.broken > 0
 
     parses = [p for p in parses if wanted(p)]
     n_damaged = sum(p.broken + p.lone for p in parses)
@@ -822,12 +833,18 @@ def _repair_pass(text: str) -> tuple[str, _RepairStats]:
     cache = _PassCache()
     if n_damaged < _ADAPT_MIN_DAMAGED:
         return _render_runs(text, parses, model, losses, script, cache, stats)
-    _render_runs(text, parses, model, losses, script, cache, _RepairStats())
-    cache = _PassCache(prior=_document_prior(cache.choices, losses))
+    first = _RepairStats(qmark_mode=stats.qmark_mode, lost=stats.lost)
+    cache.record = True
+    result = _render_runs(text, parses, model, losses, script, cache, first)
+    prior = _document_prior(cache.choices, losses)
+    if not prior:
+        return result
+    # Second round: only windows with a sequence that has a prior change; the rest are memoised.
+    cache = _PassCache(prior=prior)
     return _render_runs(text, parses, model, losses, script, cache, stats)
 
 
-_ADAPT_MIN_DAMAGED = 200  # damaged sequences a document needs for its own character prior
+_ADAPT_MIN_DAMAGED = 30  # damaged sequences a document needs for its own character prior
 _ADAPT_WEIGHT = 1.0
 _ADAPT_SMOOTHING = 2.0
 
@@ -841,12 +858,16 @@ def _document_prior(choices: list[tuple[str, str, bool]], losses: _Losses) -> di
     alone). The bonus is the log-ratio of a character's smoothed share to that of a
     character never chosen, so unchosen ones keep their general chances.
     """
+    chosen: dict[str, set[str]] = {}
     counts: dict[str, Counter[str]] = {}
     for tok, c, in_word in choices:
+        chosen.setdefault(tok, set()).add(c)
         if in_word:
             counts.setdefault(tok, Counter())[c] += 1
     prior: dict[str, dict[str, float]] = {}
     for tok, cnt in counts.items():
+        if len(chosen[tok]) < 2:
+            continue  # read the same way everywhere: a prior could only confirm it
         alpha = _ADAPT_SMOOTHING / max(len(_token_options(tok, losses)), 1)
         prior[tok] = {c: _ADAPT_WEIGHT * math.log((n + alpha) / alpha) for c, n in cnt.items()}
     return prior
