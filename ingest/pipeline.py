@@ -62,13 +62,13 @@ def doc_id_for(path: Path) -> str:
 
 
 def redactor_version() -> int:
-    """Version of the secret redactor's rules (1 before the redactor recorded one)."""
-    return int(getattr(_secrets, "REDACTOR_VERSION", 1))
+    """Version of the secret redactor's rules (read at call time, so a test can patch it)."""
+    return _secrets.REDACTOR_VERSION
 
 
 def repair_version() -> int:
-    """Version of the encoding detection and mojibake repair (1 before it recorded one)."""
-    return int(getattr(_encoding, "REPAIR_VERSION", 1))
+    """Version of the encoding detection and mojibake repair (read at call time, so a test can patch it)."""
+    return _encoding.REPAIR_VERSION
 
 
 def versions_for(settings: IngestSettings, fmt: str) -> tuple[int, int]:
