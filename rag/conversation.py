@@ -12,10 +12,11 @@ Two ways to rewrite, chosen by whether a model is configured:
     One short condense call: a fixed system prompt, the last
     :data:`HISTORY_MESSAGES` messages (each cut to :data:`TURN_CHARS`
     characters), the follow-up, and the instruction to reply with one question in
-    the follow-up's language. The reply is checked (one line, not empty, not
-    much longer than the conversation allows, same language as the follow-up);
-    a reply that fails the check, or a model error, falls back to ``terms`` and
-    says so in ``note``.
+    the follow-up's language. The reply is checked (first line, not empty, not
+    much longer than the question, same language, at least :data:`MIN_KEPT` of
+    the follow-up's key terms kept: a small model tends to answer instead of
+    rewriting); a reply that fails the check, or a model error, falls back to
+    ``terms`` and says so in ``note``.
 ``terms``
     Without a model: the key terms of the previous user turns (words and code
     tokens that are not stopwords or question words, newest turn first, at most
@@ -51,6 +52,7 @@ TURN_CHARS = 400  # of each earlier message given to the condense call
 USER_TURNS = 2  # previous user turns whose terms are carried without a model
 MAX_TERMS = 8
 MAX_REPLY_CHARS = 400  # the condense reply is read up to here, then the stream is closed
+MIN_KEPT = 0.5  # share of the follow-up's key terms a rewrite must keep
 
 CONDENSE_SYSTEM = """You rewrite the last question of a conversation so that it can be understood on its own.
 Replace pronouns and vague references ("it", "that", "它", "这个") with what they refer to in the conversation.
@@ -258,6 +260,10 @@ def clean_reply(reply: str, question: str) -> str | None:
         return None
     if detect_language(text) != detect_language(question):
         return None
+    wanted = [t.lower() for t in key_terms(question)]
+    low = text.lower()
+    if wanted and sum(t in low for t in wanted) < MIN_KEPT * len(wanted):
+        return None  # not the question reworded: an answer, or another question
     return text
 
 

@@ -151,6 +151,9 @@ def test_condense_history_is_bounded() -> None:
         ("Which port does Ollama listen on?", None),  # not the question's language
         ("   \n ", None),
         ("端口" * 200, None),  # far longer than a rewrite of this question can be
+        ("Ollama 是本地运行大模型的工具。", None),  # an answer: the question's terms are gone
+        ("Ollama 使用什么协议？", None),  # another question: neither 监听 nor 端口 kept
+        ("Ollama 用哪个端口？", "Ollama 用哪个端口？"),  # half the key terms kept is enough
     ],
 )
 def test_clean_reply(reply: str, expected: str | None) -> None:
