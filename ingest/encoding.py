@@ -938,7 +938,8 @@ def _repair_note(stats: _RepairStats) -> str:
         return (
             f"repaired mojibake (utf-8 read as cp1252, lossy: {how}): "
             f"{stats.restored:,} characters restored, "
-            f"{stats.reconstructed:,} of them guessed from the character frequencies"
+            f"{stats.reconstructed:,} of them guessed from the words around them"
+            + (f" (lost bytes {' '.join(f'{b:02X}' for b in stats.lost)})" if stats.lost else "")
         )
     return f"repaired mojibake (utf-8 read as cp1252): {stats.restored:,} characters restored"
 
