@@ -38,6 +38,7 @@ import bisect
 import functools
 import itertools
 import re
+from array import array
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -339,8 +340,51 @@ class _Table:
 
 @dataclass
 class _Page:
-    blocks: list[list[_Line]] = field(default_factory=list)
+    """One page between reading and rendering. Its lines wait packed into flat arrays (a few
+    bytes per line besides the text) while the document's styles are worked out from all pages,
+    so a long PDF keeps little more than its text; :meth:`blocks` rebuilds one page's lines."""
+
+    texts: list[str] = field(default_factory=list)
+    numbers: array[float] = field(default_factory=lambda: array("d"))  # x0, y0, x1, y1, size
+    flags: array[int] = field(default_factory=lambda: array("q"))  # chars << 2 | mono << 1 | bold
+    block_lengths: array[int] = field(default_factory=lambda: array("q"))
     tables: list[_Table] = field(default_factory=list)
+
+    @classmethod
+    def pack(cls, blocks: list[list[_Line]], tables: list[_Table]) -> _Page:
+        page = cls(tables=tables)
+        for block in blocks:
+            page.block_lengths.append(len(block))
+            for ln in block:
+                page.texts.append(ln.text)
+                page.numbers.extend((ln.x0, ln.y0, ln.x1, ln.y1, ln.size))
+                page.flags.append(ln.chars << 2 | ln.mono << 1 | ln.bold)
+        return page
+
+    def blocks(self) -> list[list[_Line]]:
+        out: list[list[_Line]] = []
+        i = 0
+        for length in self.block_lengths:
+            block = []
+            for k in range(i, i + length):
+                x0, y0, x1, y1, size = self.numbers[5 * k : 5 * k + 5]
+                f = self.flags[k]
+                block.append(
+                    _Line(
+                        text=self.texts[k],
+                        chars=f >> 2,
+                        size=size,
+                        bold=bool(f & 1),
+                        mono=bool(f & 2),
+                        x0=x0,
+                        y0=y0,
+                        x1=x1,
+                        y1=y1,
+                    )
+                )
+            out.append(block)
+            i += length
+        return out
 
 
 def _text_pages(pymupdf: Any, doc: pymupdf.Document, *, tables: bool) -> tuple[list[str], list[_PageStatus]]:
@@ -350,20 +394,18 @@ def _text_pages(pymupdf: Any, doc: pymupdf.Document, *, tables: bool) -> tuple[l
     sizes: Counter[float] = Counter()
     for i in range(doc.page_count):
         status = _PageStatus()
-        page_data = _Page()
+        blocks: list[list[_Line]] = []
+        page_tables: list[_Table] = []
         try:
             page = doc.load_page(i)
             textpage = page.get_textpage(flags=flags)
-            page_data.blocks = _read_lines(textpage.extractDICT())
+            blocks = _read_lines(textpage.extractDICT())
             if tables:
                 try:
-                    page_data.tables = _find_tables(page, page_data.blocks, _RawChars(textpage))
+                    page_tables = _find_tables(page, blocks, _RawChars(textpage))
                 except Exception:  # the table module failing must not cost the page its text
                     status.table_error = True
-            for block in page_data.blocks:
-                for line in block:
-                    line.spans = ()  # only the table cells needed them
-            for block in page_data.blocks:
+            for block in blocks:
                 for line in block:
                     status.chars += line.chars
                     sizes[line.size] += line.chars
@@ -371,11 +413,15 @@ def _text_pages(pymupdf: Any, doc: pymupdf.Document, *, tables: bool) -> tuple[l
         except Exception:
             status.damaged = True
             _take_warnings(pymupdf)
-        parsed.append(page_data)
+        parsed.append(_Page.pack(blocks, page_tables))  # the page's dicts and spans go here
         statuses.append(status)
 
     styles = _Styles.from_sizes(sizes, parsed)
-    return [_render_page(p, styles) for p in parsed], statuses
+    rendered = []
+    for i, page_data in enumerate(parsed):
+        rendered.append(_render_page(page_data, styles))
+        parsed[i] = _Page()  # rendered: its lines are no longer needed
+    return rendered, statuses
 
 
 @functools.lru_cache(maxsize=1024)
@@ -511,11 +557,14 @@ def _ruled_regions(hs: list[_Rule], vs: list[_Rule]) -> list[_Cell]:
     if sum(p[4] for p in pieces) < 3 or sum(not p[4] for p in pieces) < 3:
         return []
     clusters: list[list[float]] = []  # x0, y0, x1, y1, n_horizontal, n_vertical
+    done: list[list[float]] = []  # clusters that end above every piece still to come
     for x0, y0, x1, y1, horizontal in sorted(pieces, key=lambda s: (s[1], s[0])):
         merged = [x0, y0, x1, y1, float(horizontal), float(not horizontal)]
         keep: list[list[float]] = []
         for c in clusters:
-            if x0 <= c[2] + tol and c[0] - tol <= x1 and y0 <= c[3] + tol and c[1] - tol <= y1:
+            if c[3] + tol < y0:
+                done.append(c)
+            elif x0 <= c[2] + tol and c[0] - tol <= x1 and c[1] - tol <= y1:
                 merged = [
                     min(merged[0], c[0]),
                     min(merged[1], c[1]),
@@ -528,7 +577,9 @@ def _ruled_regions(hs: list[_Rule], vs: list[_Rule]) -> list[_Cell]:
                 keep.append(c)
         keep.append(merged)
         clusters = keep
-    return [(c[0] - tol, c[1] - tol, c[2] + tol, c[3] + tol) for c in clusters if c[4] >= 3 and c[5] >= 3]
+    return [
+        (c[0] - tol, c[1] - tol, c[2] + tol, c[3] + tol) for c in done + clusters if c[4] >= 3 and c[5] >= 3
+    ]
 
 
 def _clip_pieces(pieces: list[_Rule], regions: list[_Cell], *, horizontal: bool) -> list[_Rule]:
@@ -860,7 +911,7 @@ class _Styles:
         threshold = max(body * HEADING_MIN_RATIO, body + HEADING_MIN_DELTA)
         heading_sizes: set[float] = set()
         for page in pages:
-            for block in page.blocks:
+            for block in page.blocks():
                 for run in _runs(block):
                     if _is_size_heading(run, threshold):
                         heading_sizes.add(run[0].size)
@@ -933,7 +984,7 @@ def _render_page(page: _Page, styles: _Styles) -> str:
             parts.append(_code_block(code))
             code.clear()
 
-    for block in page.blocks:
+    for block in page.blocks():
         kept: list[_Line] = []
         for line in block:
             table = next((t for t in page.tables if t.holds(line)), None)

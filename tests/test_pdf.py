@@ -504,8 +504,10 @@ def test_grids_with_a_merged_cell() -> None:
 
 @pytest.mark.slow
 def test_large_pdf_memory_follows_the_text_not_the_pages() -> None:
-    """Per page, only its lines are kept until the document is rendered: the Python heap's peak
-    stays a small multiple of the extracted text, the same per character for 120 and 480 pages."""
+    """Pages are read one at a time and wait for rendering as packed lines (their text dicts,
+    drawings and spans dropped): the Python heap's peak stays a small multiple of the extracted
+    text (about 3x here; 7x when each line was kept as an object), the same per byte of text for
+    120 and 480 pages."""
     import tracemalloc
 
     ratios = []
@@ -520,7 +522,7 @@ def test_large_pdf_memory_follows_the_text_not_the_pages() -> None:
         assert doc.pages is not None and len(doc.pages) == n_pages
         assert doc.text.count("| --- | --- | --- |") == n_pages // 4
         ratios.append(peak / len(doc.text.encode()))
-    assert max(ratios) < 12, ratios
+    assert max(ratios) < 5, ratios
     assert ratios[1] < ratios[0] * 1.15, ratios  # nothing grows faster than the text
 
 
