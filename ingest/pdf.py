@@ -392,6 +392,7 @@ def _text_pages(pymupdf: Any, doc: pymupdf.Document, *, tables: bool) -> tuple[l
     parsed: list[_Page] = []
     statuses: list[_PageStatus] = []
     sizes: Counter[float] = Counter()
+    candidates: set[float] = set()  # sizes of heading-shaped runs
     for i in range(doc.page_count):
         status = _PageStatus()
         blocks: list[list[_Line]] = []
@@ -409,6 +410,9 @@ def _text_pages(pymupdf: Any, doc: pymupdf.Document, *, tables: bool) -> tuple[l
                 for line in block:
                     status.chars += line.chars
                     sizes[line.size] += line.chars
+                for run in _runs(block):
+                    if run[0].size not in candidates and _heading_shaped(run):
+                        candidates.add(run[0].size)
             _classify(page, status, _take_warnings(pymupdf))
         except Exception:
             status.damaged = True
@@ -416,7 +420,7 @@ def _text_pages(pymupdf: Any, doc: pymupdf.Document, *, tables: bool) -> tuple[l
         parsed.append(_Page.pack(blocks, page_tables))  # the page's dicts and spans go here
         statuses.append(status)
 
-    styles = _Styles.from_sizes(sizes, parsed)
+    styles = _Styles.from_sizes(sizes, candidates)
     rendered = []
     for i, page_data in enumerate(parsed):
         rendered.append(_render_page(page_data, styles))
@@ -906,15 +910,12 @@ class _Styles:
     bold_level: int  # level for bold body-size headings
 
     @classmethod
-    def from_sizes(cls, sizes: Counter[float], pages: Sequence[_Page]) -> _Styles:
+    def from_sizes(cls, sizes: Counter[float], candidates: set[float]) -> _Styles:
+        """``sizes``: characters per font size; ``candidates``: sizes of runs that would be
+        headings if their size were large enough (see :func:`_heading_shaped`)."""
         body = sizes.most_common(1)[0][0] if sizes else 0.0
         threshold = max(body * HEADING_MIN_RATIO, body + HEADING_MIN_DELTA)
-        heading_sizes: set[float] = set()
-        for page in pages:
-            for block in page.blocks():
-                for run in _runs(block):
-                    if _is_size_heading(run, threshold):
-                        heading_sizes.add(run[0].size)
+        heading_sizes = {size for size in candidates if size >= threshold}
         ordered = sorted(heading_sizes, reverse=True)
         levels = {size: min(rank + 1, 6) for rank, size in enumerate(ordered)}
         return cls(body=body, threshold=threshold, levels=levels, bold_level=min(len(ordered) + 1, 6))
@@ -933,10 +934,15 @@ def _runs(block: list[_Line]) -> Iterator[list[_Line]]:
 
 
 def _is_size_heading(run: list[_Line], threshold: float) -> bool:
+    return run[0].size >= threshold and _heading_shaped(run)
+
+
+def _heading_shaped(run: list[_Line]) -> bool:
+    """Everything a size heading needs except its size: short, not code, has letters, not a
+    table-of-contents line."""
     text = _join_lines([ln.text for ln in run])
     return (
-        run[0].size >= threshold
-        and not run[0].mono
+        not run[0].mono
         and len(run) <= HEADING_MAX_LINES
         and len(text) <= HEADING_MAX_CHARS
         and any(ch.isalpha() for ch in text)
