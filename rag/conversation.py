@@ -13,9 +13,9 @@ Two ways to rewrite, chosen by whether a model is configured:
     :data:`HISTORY_MESSAGES` messages (each cut to :data:`TURN_CHARS`
     characters), the follow-up, and the instruction to reply with one question in
     the follow-up's language. The reply is checked (first line, not empty, not
-    much longer than the question, same language, at least :data:`MIN_KEPT` of
-    the follow-up's key terms kept: a small model tends to answer instead of
-    rewriting); a reply that fails the check, or a model error, falls back to
+    much longer than the question, same language, a question when the follow-up
+    is one, at least :data:`MIN_KEPT` of the follow-up's key terms kept: a small
+    model tends to answer instead of rewriting); a reply that fails the check, or a model error, falls back to
     ``terms`` and says so in ``note``.
 ``terms``
     Without a model: the key terms of the previous user turns (words and code
@@ -260,6 +260,8 @@ def clean_reply(reply: str, question: str) -> str | None:
         return None
     if detect_language(text) != detect_language(question):
         return None
+    if question.rstrip().endswith(("?", "？")) and not text.endswith(("?", "？")):
+        return None  # a statement: the model answered
     wanted = [t.lower() for t in key_terms(question)]
     low = text.lower()
     if wanted and sum(t in low for t in wanted) < MIN_KEPT * len(wanted):

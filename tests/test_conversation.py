@@ -153,6 +153,7 @@ def test_condense_history_is_bounded() -> None:
         ("端口" * 200, None),  # far longer than a rewrite of this question can be
         ("Ollama 是本地运行大模型的工具。", None),  # an answer: the question's terms are gone
         ("Ollama 使用什么协议？", None),  # another question: neither 监听 nor 端口 kept
+        ("Ollama 默认监听 11434 端口。", None),  # the terms kept, but a statement: an answer
         ("Ollama 用哪个端口？", "Ollama 用哪个端口？"),  # half the key terms kept is enough
     ],
 )
