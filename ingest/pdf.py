@@ -29,6 +29,11 @@ yields text, raise :class:`CorruptPdfError`; a readable PDF without text on any 
 without text, is still returned, with a note saying so. MuPDF's own messages are kept off stderr
 while a file is read.
 
+Memory: pages are read one at a time; until the whole document's styles are known each page
+waits as packed lines (text plus a few numbers per line; its text dicts, drawings and spans are
+dropped), and each is freed once rendered, so the Python heap peaks at about three times the
+extracted text whatever the page count.
+
 Not thread-safe: MuPDF's message switches and message store are process-wide.
 """
 
