@@ -1,7 +1,8 @@
 """Language models behind one small seam (:class:`LLM`), built from settings by :func:`make_llm`.
 
 =============  ================================================================
-``ollama``     an Ollama server (default ``http://127.0.0.1:11434``)
+``ollama``     an Ollama server (default ``http://127.0.0.1:11434``), through the
+               official ``ollama`` client
 ``openai``     any OpenAI-compatible server (vLLM, llama.cpp, LM Studio), ``url``
                ending in ``/v1``
 ``none``       no model: :func:`make_llm` returns ``None`` and answers are

@@ -288,9 +288,10 @@ def request_json(
 
 
 class HTTPChatLLM:
-    """What the HTTP adapters share: settings, one pooled client, the two-phase timeouts,
-    JSON requests and streamed chats with the adapter's error mapping, and the per-model
-    context-length cache. An adapter supplies ``backend``, ``what`` (its name in messages),
+    """The base of an adapter that speaks HTTP itself through httpx (the OpenAI-compatible one;
+    Ollama's goes through the official client): settings, one pooled client, the two-phase
+    timeouts, JSON requests and streamed chats with the adapter's error mapping, and the
+    per-model context-length cache. An adapter supplies ``backend``, ``what`` (its name in messages),
     ``_unavailable``, ``_map_status``, ``_parse_line`` and ``_lookup_context_length``."""
 
     backend = ""
