@@ -13,37 +13,47 @@ character unigram model (see ``_CharModel``).
 
 Mojibake: UTF-8 text that was decoded as cp1252 (or Latin-1) and saved again.
 In the lossless form every byte survives as a character and re-encoding
-restores the text exactly. In the lossy form the five bytes that cp1252 does
-not define (0x81, 0x8D, 0x8F, 0x90, 0x9D) were dropped, or replaced by '?' or
-U+FFFD. All five are UTF-8 continuation bytes, and lead bytes always survive,
-so every damaged character stays locatable: its lead byte announces the
-sequence length and the missing bytes are among the five. Each damaged
-sequence gets the characters its bytes could have been (5 to 25 candidates),
-and a Viterbi search under a character bigram model picks the most plausible
-ones in their context (deterministically: ties go to the lower code point).
-Only runs whose bytes form UTF-8 are touched, so Latin-1 text stays as it is.
+restores the text exactly. In the lossy form some byte values were dropped (or
+replaced by '?' or U+FFFD): the five that cp1252 does not define (0x81, 0x8D,
+0x8F, 0x90, 0x9D) always, and in real files often more: a real note folder also
+lost 0x8E and 0x9E ('Ž', 'ž', absent from cp1252 before 1998) and 0xAD (the soft
+hyphen, which editors drop as invisible). All of these are UTF-8 continuation
+bytes, and lead bytes always survive, so every damaged character stays
+locatable: its lead byte announces the sequence length.
+
+Which byte values were lost is read off the document (``_infer_losses``): a
+value that never occurs in the mojibake although UTF-8 Chinese of that length
+would have produced it E times was lost with likelihood ratio e^E; a value that
+occurs was not. Each value starts from a prior (the five: likely; 0x8E, 0x9E,
+0xAD: often; the rest: rarely), so a short text still tries the likely ones,
+each candidate paying the log-probability of the bytes it assumes lost.
+
+A damaged sequence gets the characters its bytes could have been, and the
+characters are chosen with their neighbours on a word lattice
+(``_best_reading``): Viterbi over jieba's dictionary words that the candidates
+can spell, scored by word log-probability, so 模型 beats 模友 and 环境 beats 灯境.
+In a document with enough damage, a second round adds the document's own
+preference (``_document_prior``): the characters that a damaged sequence became
+inside unambiguous dictionary words elsewhere in the file. Runs are only
+touched when their bytes form UTF-8, so Latin-1 text stays as it is.
+``REPAIR_VERSION`` changes whenever the repair can give a different result, so
+that documents repaired by an older version are processed again.
 
 The frequency tables come from jieba's word dictionary (``jieba/dict.txt``,
-about 349k words with corpus counts): the count of a character is the summed
-count of the words that contain it, which is its expected count in running
-text if the text is drawn from that word distribution; the bigram counts are
-the in-word character pairs weighted the same way. A traditional character
-takes the larger of its own count and that of its simplified form (the
-single-character mappings of ``zhconv``'s ``zh2Hans`` table); without zhconv,
-Big5 detection of very short texts gets less reliable. Both tables are built
-on first use and cached: about 0.3 s of CPU for the unigram table and 0.3 s
-more for the bigram table, which only the lossy repair needs.
+about 349k words with corpus counts). Character counts (for encoding
+detection) are the summed counts of the words that contain a character; a
+traditional character takes the larger of its own count and that of its
+simplified form (the single-character mappings of ``zhconv``'s ``zh2Hans``
+table), and words are looked up by their simplified form. Without zhconv,
+Big5 detection of very short texts gets less reliable. The character table is
+built on first use (about 0.3 s of CPU), the word table on the first lossy
+repair (about 0.5 s).
 
-Measured on the first 300 CMRC 2018 dev paragraphs (``bench/bench_encoding.py``):
-lossless repair restores 100 % of the CJK characters, lossy repair 98.5 %
-(bytes dropped) and 98.9 % (bytes replaced by '?' or U+FFFD; about 10 % of
-the characters are damaged, and 90 % of those are guessed right); GB18030 vs
-Big5 is detected right for 100 % of full paragraphs and 99.7 % of
-4-character prefixes. ``ftfy.fix_encoding`` was measured on the same input:
-it also restores the lossless form exactly (10 MB/s of CPU against 13 MB/s
-here) but does not reconstruct the lossy form (it drops or keeps the damaged
-sequences: 1 %, 14 % and 84 % of the CJK characters come back at their
-positions), so it adds nothing here and is not used.
+Measured with ``bench/bench_encoding.py`` (``bench/results/encoding.md``): see
+there for the share of CJK characters restored under each loss pattern on
+note-like text and on CMRC 2018 paragraphs, and for GB18030/Big5 detection.
+``ftfy.fix_encoding`` restores the lossless form too but not the lossy one, so
+it adds nothing here and is not used.
 """
 
 from __future__ import annotations
@@ -130,7 +140,8 @@ class _CharModel:
         self.to_simplified: dict[str, str] = {}  # single-character zhconv map (traditional -> simplified)
         self._words_loaded = False
         self.word_logp: dict[str, float] = {}
-        self.word_prefixes: set[str] = set()
+        # Proper prefixes of dictionary words -> the characters that may follow them.
+        self.word_next: dict[str, str] = {}
         self._word_floor = 0.0
         self._single: dict[str, float] = {}
         self._byte_share: dict[int, float] | None = None
@@ -175,22 +186,22 @@ class _CharModel:
     # -- words (lossy repair only) --------------------------------------------------
 
     def load_words(self) -> None:
-        """Word log-probabilities and word prefixes from jieba's dictionary (about 0.5 s, once)."""
+        """Word log-probabilities and word prefixes from jieba's dictionary (about 1 s, once)."""
         if self._words_loaded:
             return
         words, counts = _read_jieba_dict()
         total = float(counts.sum())
         log_total = math.log(total)
         logp: dict[str, float] = {}
-        prefixes: set[str] = set()
+        following: dict[str, set[str]] = {}
         for w, n in zip(words, counts.tolist(), strict=True):
             if n <= 0:
                 continue
             logp[w] = _WORD_SCALE * (math.log(n) - log_total) + _TOKEN_COST
             for k in range(1, len(w)):
-                prefixes.add(w[:k])
+                following.setdefault(w[:k], set()).add(w[k])
         self.word_logp = logp
-        self.word_prefixes = prefixes
+        self.word_next = {p: "".join(sorted(cs)) for p, cs in following.items()}
         self._word_floor = math.log(0.5) - log_total
         self._words_loaded = True
 
@@ -377,6 +388,8 @@ class _Losses:
     logp: tuple[float, ...]  # log posterior probability that each value was lost
 
     def penalty(self, fill: tuple[int, ...]) -> float:
+        if len(fill) == 1:
+            return self.logp[self.values.index(fill[0])]
         index = self.values.index
         return sum(self.logp[index(b)] for b in fill)
 
@@ -524,9 +537,11 @@ _Cands = tuple[tuple[str, str, float, float], ...]
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _token_options(tok: str, losses: _Losses) -> tuple[tuple[str, str, float, float, bool], ...]:
-    """Plausible candidates of a damaged sequence as (char, dictionary key, penalty,
-    penalty + single-character score, whether the script or bracket context adjusts it).
+def _token_options(
+    tok: str, lost: tuple[int, ...]
+) -> tuple[tuple[str, str, float, bool, tuple[int, ...]], ...]:
+    """Plausible candidates of a damaged sequence as (char, dictionary key, single-character
+    score, whether the script or bracket context adjusts it, the lost bytes it assumes).
 
     Controls, unassigned code points and CJK characters that jieba's dictionary never
     uses are left out: the first are never text, the last never win against a character
@@ -539,18 +554,11 @@ def _token_options(tok: str, losses: _Losses) -> tuple[tuple[str, str, float, fl
     known = model.known
     out = []
     spare = []
-    for c, fill in _candidates(tok, losses.values):
+    for c, fill in _candidates(tok, lost):
         lp = model.logp(c)
         if lp <= _LOGP_INVALID:
             continue
-        pen = losses.penalty(fill)
-        entry = (
-            c,
-            simp.get(c, c),
-            pen,
-            pen + model.single_logp(c),
-            c in _BRACKETS or c in model.script_forms,
-        )
+        entry = (c, simp.get(c, c), model.single_logp(c), c in _BRACKETS or c in model.script_forms, fill)
         if c in known or (lp >= _LOGP_SYMBOL and not _is_cjk(ord(c))):
             out.append(entry)
         else:
@@ -603,7 +611,7 @@ def _best_reading(model: _CharModel, cands: list[_Cands]) -> list[tuple[str, ...
     """
     n = len(cands)
     words = model.word_logp
-    prefixes = model.word_prefixes
+    following = model.word_next
     best = [-math.inf] * (n + 1)
     best[0] = 0.0
     back: list[tuple[int, tuple[str, ...]]] = [(0, ())] * (n + 1)
@@ -614,19 +622,22 @@ def _best_reading(model: _CharModel, cands: list[_Cands]) -> list[tuple[str, ...
             if base + single > best[i + 1]:
                 best[i + 1] = base + single
                 back[i + 1] = (i, (c,))
-            if key in prefixes:
+            if key in following:
                 frontier.append((key, base + pen, (c,)))
         j = i + 1
         while frontier and j < n:
             grown: list[tuple[str, float, tuple[str, ...]]] = []
             for prefix, score, chars in frontier:
+                nxt = following[prefix]
                 for c, key, pen, _ in cands[j]:
+                    if key not in nxt:
+                        continue
                     word = prefix + key
                     lp = words.get(word)
                     if lp is not None and score + pen + lp > best[j + 1]:
                         best[j + 1] = score + pen + lp
                         back[j + 1] = (i, (*chars, c))
-                    if word in prefixes:
+                    if word in following:
                         grown.append((word, score + pen, (*chars, c)))
             frontier = grown
             j += 1
@@ -644,6 +655,7 @@ def _best_reading(model: _CharModel, cands: list[_Cands]) -> list[tuple[str, ...
 # is keyed by its candidates with their scores, so a reading holds wherever the key recurs.
 _WINDOWS: dict[tuple[_Cands, ...], list[tuple[str, ...]]] = {}
 _FIXED: dict[str, tuple[str, str, float, float]] = {}
+_OPTIONS: dict[tuple[object, ...], _Cands] = {}  # (sequence, brackets, losses, script) -> candidates
 _MAX_MEMO = 200_000
 
 
@@ -651,11 +663,11 @@ _MAX_MEMO = 200_000
 class _PassCache:
     """Memo tables of one repair pass (the lost bytes, script and model are fixed within it)."""
 
-    options: dict[tuple[str, tuple[bool, ...]], _Cands] = field(default_factory=dict)
+    options: dict[tuple[object, ...], _Cands] = field(default_factory=dict)
     # Document prior (second round): damaged sequence -> character -> log-probability.
     prior: dict[str, dict[str, float]] = field(default_factory=dict)
-    # Choices of the first round: (damaged sequence, character, whether inside a dictionary word).
-    choices: list[tuple[str, str, bool]] = field(default_factory=list)
+    # Choices of the first round: (damaged sequence, character, (its word, offset), candidates).
+    choices: list[tuple[str, str, tuple[tuple[str, ...], int], _Cands]] = field(default_factory=list)
     record: bool = False  # whether to note the choices (only when a second round may follow)
 
 
@@ -689,25 +701,30 @@ def _render(
                 if _BRACKET_RE.search(val):
                     brackets.update(val)
                 continue
-            state = tuple(brackets.open.values())
-            options = cache.options.get((val, state))
+            prior = cache.prior.get(val)
+            memo_key = (val, tuple(brackets.open.values()), losses, script)
+            options = (_OPTIONS if prior is None else cache.options).get(memo_key)
             if options is None:
-                prior = cache.prior.get(val, {})
-                options = tuple(
-                    (c, key, pen + adj, single + adj)
-                    for c, key, pen, single, context in _token_options(val, losses)
-                    for adj in (
-                        (_context_logp(c, brackets, model, script) if context else 0.0) + prior.get(c, 0.0),
-                    )
-                )
-                cache.options[(val, state)] = options
+                built = []
+                for c, key, single, context, fill in _token_options(val, losses.values):
+                    pen = losses.penalty(fill)
+                    if context:
+                        pen += _context_logp(c, brackets, model, script)
+                    if prior is not None:
+                        pen += prior.get(c, 0.0)
+                    built.append((c, key, pen, pen + single))
+                options = tuple(built)
+                memo = _OPTIONS if prior is None else cache.options
+                if len(memo) >= _MAX_MEMO:
+                    memo.clear()
+                memo[memo_key] = options
             if not options:
                 return None
             damaged.append(len(cands))
             tokens.append(val)
             cands.append(options)
         chars = [opts[0][0] for opts in cands]
-        in_word = [False] * len(cands)
+        spans: dict[int, tuple[tuple[str, ...], int]] = {}  # position -> (its word, offset in it)
         k = 0
         while k < len(damaged):  # windows of _WINDOW characters around damaged ones, merged
             lo = max(0, damaged[k] - _WINDOW)
@@ -725,20 +742,17 @@ def _render(
             at = lo
             for word in reading:
                 if cache.record and len(word) > 1:
-                    keys = [simp.get(c, c) for c in word]
                     for off in range(len(word)):
-                        if len(cands[at + off]) > 1:
-                            in_word[at + off] = not any(  # no other candidate spells a word here
-                                key != keys[off]
-                                and "".join([*keys[:off], key, *keys[off + 1 :]]) in model.word_logp
-                                for _, key, _, _ in cands[at + off]
-                            )
+                        spans[at + off] = (word, off)
                 for c in word:
                     chars[at] = c
                     at += 1
             k += 1
         if cache.record:
-            cache.choices.extend((tok, chars[d], in_word[d]) for tok, d in zip(tokens, damaged, strict=True))
+            cache.choices.extend(
+                (tok, chars[d], spans.get(d, ((), 0)), cands[d])
+                for tok, d in zip(tokens, damaged, strict=True)
+            )
         stats.reconstructed += len(damaged)
         text = "".join(chars)
     if _IMPLAUSIBLE_RE.search(text):
@@ -836,7 +850,7 @@ def _repair_pass(text: str) -> tuple[str, _RepairStats]:
     first = _RepairStats(qmark_mode=stats.qmark_mode, lost=stats.lost)
     cache.record = True
     result = _render_runs(text, parses, model, losses, script, cache, first)
-    prior = _document_prior(cache.choices, losses)
+    prior = _document_prior(model, cache.choices, losses)
     if not prior:
         return result
     # Second round: only windows with a sequence that has a prior change; the rest are memoised.
@@ -849,26 +863,37 @@ _ADAPT_WEIGHT = 1.0
 _ADAPT_SMOOTHING = 2.0
 
 
-def _document_prior(choices: list[tuple[str, str, bool]], losses: _Losses) -> dict[str, dict[str, float]]:
+def _document_prior(
+    model: _CharModel, choices: list[tuple[str, str, tuple[tuple[str, ...], int], _Cands]], losses: _Losses
+) -> dict[str, dict[str, float]]:
     """Per damaged sequence, a bonus for the characters the document itself chose for it.
 
     One sense per discourse: in a long note, the damaged sequence that stands for 字 in
     字典 and 字符 is 字 in 字段 too, although the general dictionary prefers 南段. Only
-    choices that fell inside a dictionary word count (context made them, not frequency
-    alone). The bonus is the log-ratio of a character's smoothed share to that of a
-    character never chosen, so unchosen ones keep their general chances.
+    sequences read in two ways or more get a prior, and only choices made inside a
+    dictionary word that no other candidate would also have spelled count (context made
+    them, not frequency alone). The bonus is the log-ratio of a character's smoothed
+    share to that of a character never chosen, so unchosen ones keep their chances.
     """
     chosen: dict[str, set[str]] = {}
-    counts: dict[str, Counter[str]] = {}
-    for tok, c, in_word in choices:
+    for tok, c, _, _ in choices:
         chosen.setdefault(tok, set()).add(c)
-        if in_word:
-            counts.setdefault(tok, Counter())[c] += 1
+    simp = model.to_simplified
+    words = model.word_logp
+    counts: dict[str, Counter[str]] = {}
+    for tok, c, (word, off), options in choices:
+        if len(chosen[tok]) < 2 or not word:
+            continue
+        keys = [simp.get(x, x) for x in word]
+        if any(  # another candidate spells a word here too: the choice was by frequency
+            key != keys[off] and "".join([*keys[:off], key, *keys[off + 1 :]]) in words
+            for _, key, _, _ in options
+        ):
+            continue
+        counts.setdefault(tok, Counter())[c] += 1
     prior: dict[str, dict[str, float]] = {}
     for tok, cnt in counts.items():
-        if len(chosen[tok]) < 2:
-            continue  # read the same way everywhere: a prior could only confirm it
-        alpha = _ADAPT_SMOOTHING / max(len(_token_options(tok, losses)), 1)
+        alpha = _ADAPT_SMOOTHING / max(len(_token_options(tok, losses.values)), 1)
         prior[tok] = {c: _ADAPT_WEIGHT * math.log((n + alpha) / alpha) for c, n in cnt.items()}
     return prior
 
