@@ -671,6 +671,30 @@ class _PassCache:
     record: bool = False  # whether to note the choices (only when a second round may follow)
 
 
+def _options(
+    model: _CharModel, tok: str, brackets: _Brackets, losses: _Losses, script: str | None, cache: _PassCache
+) -> _Cands:
+    """Candidates of a damaged sequence with their penalties in this context (memoised)."""
+    prior = cache.prior.get(tok)
+    memo = _OPTIONS if prior is None else cache.options
+    memo_key = (tok, tuple(brackets.open.values()), losses, script)
+    options = memo.get(memo_key)
+    if options is None:
+        built = []
+        for c, key, single, context, fill in _token_options(tok, losses.values):
+            pen = losses.penalty(fill)
+            if context:
+                pen += _context_logp(c, brackets, model, script)
+            if prior is not None:
+                pen += prior.get(c, 0.0)
+            built.append((c, key, pen, pen + single))
+        options = tuple(built)
+        if len(memo) >= _MAX_MEMO:
+            memo.clear()
+        memo[memo_key] = options
+    return options
+
+
 def _render(
     parse: _RunParse,
     model: _CharModel | None,
@@ -690,7 +714,6 @@ def _render(
         cands: list[_Cands] = []
         damaged: list[int] = []
         tokens: list[str] = []
-        brackets = _Brackets(before)
         for kind, val in parse.pieces:
             if kind == "text":
                 for c in val:
@@ -698,41 +721,35 @@ def _render(
                     if entry is None:
                         entry = fixed[c] = (c, simp.get(c, c), 0.0, model.single_logp(c))
                     cands.append((entry,))
-                if _BRACKET_RE.search(val):
-                    brackets.update(val)
                 continue
-            prior = cache.prior.get(val)
-            memo_key = (val, tuple(brackets.open.values()), losses, script)
-            options = (_OPTIONS if prior is None else cache.options).get(memo_key)
-            if options is None:
-                built = []
-                for c, key, single, context, fill in _token_options(val, losses.values):
-                    pen = losses.penalty(fill)
-                    if context:
-                        pen += _context_logp(c, brackets, model, script)
-                    if prior is not None:
-                        pen += prior.get(c, 0.0)
-                    built.append((c, key, pen, pen + single))
-                options = tuple(built)
-                memo = _OPTIONS if prior is None else cache.options
-                if len(memo) >= _MAX_MEMO:
-                    memo.clear()
-                memo[memo_key] = options
-            if not options:
-                return None
             damaged.append(len(cands))
             tokens.append(val)
-            cands.append(options)
-        chars = [opts[0][0] for opts in cands]
+            cands.append(())
+        chars = [opts[0][0] if opts else "" for opts in cands]
+        brackets = _Brackets(before)
+        fed = 0  # characters before this position have been fed to ``brackets``
         spans: dict[int, tuple[tuple[str, ...], int]] = {}  # position -> (its word, offset in it)
         k = 0
         while k < len(damaged):  # windows of _WINDOW characters around damaged ones, merged
+            first = k
             lo = max(0, damaged[k] - _WINDOW)
             hi = damaged[k] + _WINDOW + 1
             while k + 1 < len(damaged) and damaged[k + 1] - _WINDOW <= hi:
                 k += 1
                 hi = damaged[k] + _WINDOW + 1
             hi = min(hi, len(cands))
+            for m in range(first, k + 1):
+                # Bracket balance from everything decided before this sequence (earlier choices too).
+                d = damaged[m]
+                if fed < d:
+                    seen = "".join(chars[fed:d])
+                    if _BRACKET_RE.search(seen):
+                        brackets.update(seen)
+                    fed = d
+                options = _options(model, tokens[m], brackets, losses, script, cache)
+                if not options:
+                    return None
+                cands[d] = options
             window = tuple(cands[lo:hi])
             reading = _WINDOWS.get(window)
             if reading is None:
