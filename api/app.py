@@ -23,6 +23,7 @@ from api.auth import Keys, check_bind
 from api.errors import ApiError, error_body, install_error_handlers
 from api.routers import documents, graph, health, openai_compat, search
 from api.service import Service
+from api.web import install as install_web
 from rag import __version__
 from rag.settings import Settings
 
@@ -137,4 +138,5 @@ def create_app(
     app.include_router(documents.router)
     app.include_router(openai_compat.router)
     app.include_router(graph.router)
+    install_web(app)  # the web page at /, /search, /documents; offline /docs
     return app
