@@ -37,7 +37,7 @@ from ingest.watch import sync_roots
 from rag.engine import Published
 from rag.errors import RagError
 from rag.filestatus import FileStatusBook
-from rag.serving import ServingEngine
+from rag.serving import ServingEngine, ServingWriter
 from rag.settings import Settings
 from rag.store import ChunkStore
 
@@ -115,7 +115,7 @@ class JobRunner:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._writer = ChunkStore(self.settings.data_dir, create=True)
+        self._writer = ServingWriter(self.settings.data_dir)
         self._thread = threading.Thread(target=self._run, name="rag-writer", daemon=True)
         self._thread.start()
         if self.engine.behind():  # legs saved at another generation than the store: catch up now

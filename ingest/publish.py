@@ -23,6 +23,7 @@ from rag.engine import Engine, Published
 from rag.errors import NotFoundError, RagError, StoreLockedError
 from rag.filestatus import FileStatusBook
 from rag.retrieval.legs import ProgressFn
+from rag.serving import ServingEngine, ServingWriter
 from rag.settings import Settings
 from rag.store import ChunkStore, DocumentRecord
 
@@ -72,7 +73,10 @@ def publish(
         if not hold:
             writer.acquire_writer_lock()
         try:
-            return engine.publish(force=force, progress=progress)
+            published = engine.publish(force=force, progress=progress)
+            if isinstance(engine, ServingEngine) and isinstance(writer, ServingWriter):
+                engine.truncate_wal(writer)  # deferred while the snapshot was pinned
+            return published
         except StoreLockedError:
             if time.monotonic() >= deadline:
                 raise

@@ -167,6 +167,40 @@ class SnapshotStore(ChunkStore):
             self._db.execute("ROLLBACK")
         super().close()
 
+    @contextlib.contextmanager
+    def unpinned(self) -> Iterator[None]:
+        """Let go of the snapshot for a moment (no read may run meanwhile) and pin it again;
+        the caller makes sure nothing is committed in between (it holds the writer lock)."""
+        self._db.execute("ROLLBACK")
+        try:
+            yield
+        finally:
+            self._db.execute("BEGIN")
+            row = self._db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
+            if int(row[0]) != self._generation:
+                raise StoreError("the chunk store changed while its snapshot was released")
+
+
+class ServingWriter(ChunkStore):
+    """The writer's connection beside a :class:`ServingEngine`.
+
+    Removing text asks for the write-ahead log to be truncated (so old page images leave the
+    disk); with the engine's snapshot pinned that would wait (2 s) and fail every time. So the
+    request is remembered and carried out by :meth:`ServingEngine.truncate_wal` after the next
+    publish, while searches are held for the few milliseconds it takes."""
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(data_dir, create=True)
+        self.truncate_pending = False
+
+    def truncate_wal(self) -> bool:
+        self.truncate_pending = True
+        return False
+
+    def truncate_now(self) -> bool:
+        self.truncate_pending = False
+        return super().truncate_wal()
+
 
 class ServingEngine(Engine):
     """The server's engine: searches under the read lock, state replaced by :meth:`publish`."""
@@ -217,6 +251,16 @@ class ServingEngine(Engine):
         return any(leg.generation != gen for leg in self._legs.values())
 
     # -- the writer ---------------------------------------------------------------------------------
+
+    def truncate_wal(self, writer: ServingWriter) -> bool:
+        """Carry out the writer's pending WAL truncation: the snapshot is released for it under the
+        write lock (searches wait), then pinned again. Call it holding the data dir's writer lock."""
+        if not writer.truncate_pending:
+            return True
+        store = self.store
+        assert isinstance(store, SnapshotStore)
+        with self.lock.write(), store.unpinned():
+            return writer.truncate_now()
 
     def publish(self, *, force: bool = False, progress: ProgressFn | None = None) -> Published | None:
         """Make the latest committed state of the chunk store the one every search sees.

@@ -169,3 +169,17 @@ def test_status_shows_failed_files_with_the_reason(tmp_path: Path) -> None:
 )
 def test_which_changes_wake_the_watcher(path: str, expected: bool) -> None:
     assert relevant(path) is expected
+
+
+def test_removed_text_leaves_the_write_ahead_log_while_serving(tmp_path: Path) -> None:
+    """A server's pinned snapshot would keep the chunk store's WAL from being truncated; the
+    truncation is done at publish time instead, with the snapshot released for it."""
+    with watched(tmp_path) as (client, folder):
+        (folder / "secret.md").write_text("# Keys\n\npassword hunter2 zanzibar\n", encoding="utf-8")
+        wait_for(lambda: sources(client, "zanzibar") == {"secret.md"})
+        (folder / "secret.md").unlink()
+        wait_for(lambda: sources(client, "zanzibar") == set())
+        wait_for(lambda: client.get("/health").json()["jobs"] == {"queued": 0, "running": 0})
+        wal = tmp_path / "data" / "chunks.sqlite3-wal"
+        assert not wal.exists() or wal.stat().st_size == 0
+        assert b"zanzibar" not in (tmp_path / "data" / "chunks.sqlite3").read_bytes()
