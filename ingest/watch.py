@@ -38,7 +38,7 @@ from rag.store import ChunkStore
 
 log = logging.getLogger("rag.watch")
 
-#: Milliseconds without a new event before a batch is handed over.
+#: Longest time changes are gathered into one batch (a batch also ends 50 ms after the last event).
 DEBOUNCE_MS = 300
 #: How often the watcher checks its stop event and whether a watched folder vanished or came back.
 TICK_MS = 500

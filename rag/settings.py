@@ -71,7 +71,8 @@ class IngestSettings(BaseModel):
         300,
         ge=10,
         le=60_000,
-        description="`--watch`: milliseconds without a new file event before the changes are synced.",
+        description="`--watch`: longest time file events are gathered into one sync (a batch also ends "
+        "50 ms after the last event).",
     )
     workers: int = Field(
         default_factory=lambda: min(4, os.cpu_count() or 1),
