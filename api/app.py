@@ -1,9 +1,12 @@
 """The HTTP API: ``create_app(settings)`` builds the FastAPI app (nothing happens at import time).
 
-Run it with ``rag serve`` (one process: the server owns the index, see
-:mod:`api.serving`). Routes: ``GET /health``; ``POST /v1/search``; ``POST
-/v1/ask`` (JSON or server-sent events); ``GET/POST /v1/documents``, ``DELETE
-/v1/documents/{id}``, ``GET /v1/jobs/{id}``; OpenAI-compatible ``POST
+Run it with ``rag serve``: the server owns the data dir (:mod:`rag.owner`) and
+other `rag` commands on it come through here. The API is transport (routing,
+schemas, auth); consistency lives in the core (:mod:`rag.serving`) and every
+write goes through :mod:`ingest.publish`. Routes: ``GET /health``; ``POST
+/v1/search``; ``POST /v1/ask`` (JSON or server-sent events); ``GET/POST
+/v1/documents``, ``DELETE /v1/documents/{id}``, ``POST /v1/ingest`` (paths on
+this machine), ``GET /v1/jobs/{id}``; OpenAI-compatible ``POST
 /v1/chat/completions`` and ``GET /v1/models``; ``GET /v1/graph/entities/{name}``.
 OpenAPI docs at ``/docs``.
 """
