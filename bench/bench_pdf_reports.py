@@ -17,7 +17,8 @@ PDF of ``--docs`` in turn, after a warm-up on a two-page PDF:
 * ``after``: ``extract_pdf`` now (tables from the page's rules and the text already read);
 * ``after-no-tables``: the same with ``tables=False``.
 
-Fidelity compares the page texts of ``before`` and ``after``: markdown table rows (all cells
+Then one more process runs ``before`` and ``after`` interleaved, file by file, alternating
+which goes first, so that their ratio is taken under the same load. Fidelity compares the page texts of ``before`` and ``after``: markdown table rows (all cells
 equal), table rows kept under the same header row, heading lines, and pages whose text outside
 tables is identical. A memory check extracts generated PDFs of ``--small-pages`` and
 ``--large-pages`` pages (``tests.factories_pdf.make_mixed_pdf``: a ruled table on every fourth
@@ -142,6 +143,31 @@ def _worker(config: str, files_json: str, out_path: str, baseline: str) -> None:
         "load_average": [load_start, os.getloadavg()[0]],
         "per_file": per_file,
     }
+    print("\n" + json.dumps(result))
+
+
+def _interleaved_worker(files_json: str, baseline: str) -> None:
+    """``before`` and ``after`` in one process, file by file, alternating which goes first: the
+    ratio of their costs under the same load."""
+    files = [Path(f) for f in json.loads(files_json)]
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = {c: _runner(c, baseline, Path(tmp)) for c in ("before", "after")}
+        from tests.factories_pdf import make_pdf, para
+
+        warm = make_pdf([[para("warm-up page " * 20)]] * 2)
+        for run in runs.values():
+            run(warm)
+        seconds = dict.fromkeys(runs, 0.0)
+        cpu = dict.fromkeys(runs, 0.0)
+        load_start = os.getloadavg()[0]
+        for i, f in enumerate(files):
+            data = f.read_bytes()
+            for config in ("before", "after") if i % 2 == 0 else ("after", "before"):
+                start, cpu_start = time.perf_counter(), _cpu()
+                runs[config](data)
+                seconds[config] += time.perf_counter() - start
+                cpu[config] += _cpu() - cpu_start
+    result = {"seconds": seconds, "cpu_seconds": cpu, "load_average": [load_start, os.getloadavg()[0]]}
     print("\n" + json.dumps(result))
 
 
@@ -306,6 +332,15 @@ def main() -> None:
                 f"load {r['load_average'][0]:.1f}->{r['load_average'][1]:.1f}",
                 flush=True,
             )
+        proc = subprocess.run(
+            [sys.executable, __file__, "--interleaved", json.dumps([str(f) for f in files]), args.baseline],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=True,
+        )
+        interleaved = json.loads(proc.stdout.strip().splitlines()[-1])
+        print("interleaved", json.dumps(interleaved), flush=True)
         pages = {c: json.loads((tmpdir / f"{c}.json").read_text(encoding="utf-8")) for c in CONFIGS}
         fid = fidelity(pages["before"], pages["after"])
         print("fidelity", json.dumps({k: v for k, v in fid.items() if k != "changed_pages"}))
@@ -330,6 +365,7 @@ def main() -> None:
             "throughput": results,
             "fidelity": fid,
             "memory": memory,
+            "interleaved": interleaved,
         }
         JSON_OUT.parent.mkdir(parents=True, exist_ok=True)
         JSON_OUT.write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
@@ -375,7 +411,30 @@ def render(report: dict[str, Any]) -> str:
         f"(×{speedup:.1f} in wall time, ×{cpu_speedup:.1f} in CPU time, in this run); bare `get_text` "
         f"ran at {pps('get_text'):.0f} pages/s and `after` without tables at "
         f"{pps('after-no-tables'):.0f}. Wall time depends on what else the shared machine ran; CPU "
-        "seconds are what the extraction itself cost.",
+        "seconds are what the extraction itself cost (they too grow when the cores are contended).",
+    ]
+    il = report.get("interleaved")
+    if il:
+        n_pages = res["after"]["n_pages"]
+        lines += [
+            "",
+            "Interleaved in one process (file by file, alternating which runs first, so both see "
+            f"the same load: {il['load_average'][0]:.1f} → {il['load_average'][1]:.1f}):",
+            "",
+            "| | seconds | pages/s | CPU seconds | pages per CPU-second |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for config in ("before", "after"):
+            lines.append(
+                f"| {config} | {il['seconds'][config]:.1f} | {n_pages / il['seconds'][config]:.1f} | "
+                f"{il['cpu_seconds'][config]:.1f} | {n_pages / il['cpu_seconds'][config]:.1f} |"
+            )
+        lines += [
+            "",
+            f"`after` / `before`: ×{il['seconds']['before'] / il['seconds']['after']:.1f} in wall time, "
+            f"×{il['cpu_seconds']['before'] / il['cpu_seconds']['after']:.1f} in CPU time.",
+        ]
+    lines += [
         "",
         "## What is kept (`before` → `after`, every page of every file)",
         "",
@@ -494,7 +553,9 @@ hairlines) stay lines; rotated pages are read in unrotated coordinates like the 
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 6 and sys.argv[1] == "--worker":
+    if len(sys.argv) == 4 and sys.argv[1] == "--interleaved":
+        _interleaved_worker(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) == 6 and sys.argv[1] == "--worker":
         _worker(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
     elif len(sys.argv) == 3 and sys.argv[1] == "--memory-worker":
         _memory_worker(sys.argv[2])
