@@ -136,9 +136,8 @@ def _print_sources(answer: Any) -> None:
     t = answer.get("timings_ms") or {}
     llm = answer.get("llm")
     if answer.get("kind") == "refused" and llm is None:
-        detail = (
-            f"evidence {answer['evidence']:.2f} below {answer['min_evidence']:.2f}: the model was not asked"
-        )
+        why = answer.get("note") or f"evidence {answer['evidence']:.2f} below {answer['min_evidence']:.2f}"
+        detail = f"{why}: the model was not asked"
     elif llm is not None:
         first = f", first token {t['first_token'] / 1000:.1f} s" if "first_token" in t else ""
         detail = f"{llm['backend']}/{llm['model']}, {len(answer.get('context') or [])} blocks{first}"

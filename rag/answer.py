@@ -629,6 +629,37 @@ def _prose_units(text: str, a: int, b: int) -> list[tuple[int, int]]:
     return out
 
 
+WRAP_WIDTH = 60
+_OPEN_END_RE = re.compile(r"[。！？!?；;:：.…]['\"’”」』）)]*$")
+
+
+def _width(text: str) -> int:
+    return len(text) + len(_CJK_TEXT_RE.findall(text))
+
+
+def _wraps_into(line: str, following: str) -> bool:
+    """Whether ``following`` continues the prose of ``line`` (a hard-wrapped paragraph, as PDF
+    text and some pasted pages are): ``line`` is long (``WRAP_WIDTH`` columns, a Han character
+    counting 2), does not end a sentence or a label, and ``following`` is plain prose (no
+    heading, list item, label, command, URL, table row or fence)."""
+    last = line.rstrip()
+    nxt = following.strip()
+    if not nxt or _width(last.strip()) < WRAP_WIDTH or _OPEN_END_RE.search(last):
+        return False
+    if (
+        _FENCE_RE.match(following)
+        or _HEADING_RE.match(following)
+        or _BOLD_ONLY_RE.match(following)
+        or _TABLE_RULE_RE.match(following)
+        or _LIST_MARK_RE.match(following)
+        or nxt.startswith(("|", ">", "#"))
+        or _URL_LINE_RE.match(nxt)
+        or _is_command_line(nxt)
+    ):
+        return False
+    return not _LABEL_RE.match(nxt)
+
+
 def _heading_text(line: str) -> str:
     return line.strip().lstrip("#").strip().strip("*_").strip()
 
@@ -642,7 +673,8 @@ def answer_units(text: str) -> list[Unit]:
     ``context`` of what follows); a label ending in ``:``/``：`` is joined to the next line; a
     line that is a command, URL or table row is one unit; a fenced code block is one unit when
     short (at most 6 lines, 400 characters), else one unit per line, a comment line joined to
-    the line after it and ``\\`` continuations kept together; prose is cut into sentences.
+    the line after it and ``\\`` continuations kept together; prose is cut into sentences, the
+    lines of a hard-wrapped paragraph (PDF text) read as one (:func:`_wraps_into`).
     """
     units: list[Unit] = []
     heading, bold = "", ""
@@ -690,6 +722,9 @@ def answer_units(text: str) -> list[Unit]:
         if label is not None or _is_command_line(line) or _URL_LINE_RE.match(bare) or bare.startswith("|"):
             units.append(Unit(start, end, "line", context))
         else:
+            while i < len(lines) and _wraps_into(text[a:b], text[lines[i][0] : lines[i][1]]):
+                b = lines[i][1]  # a hard-wrapped paragraph (PDF text): its sentences run on
+                i += 1
             spans = _prose_units(text, a, b)
             units.extend(Unit(s, e, "sentence", context) for s, e in spans)
         label = None
@@ -753,7 +788,10 @@ CODE_BONUS = 0.25
 LENGTH_SCALE = 60.0
 LENGTH_POWER = 0.15
 PICK_RATIO = 0.5
-IDF_CAP = 1.0
+IDF_CAP = 4.0
+# A Latin-script sentence unit that does not end like a sentence (a figure label, table debris
+# of PDF text) weighs this much.
+FRAGMENT_FACTOR = 0.8
 
 
 def score_units(
@@ -771,7 +809,9 @@ def score_units(
     even though the command line itself says neither 启动 nor GPU. A code or command unit
     gets a bonus when the question asks how to do something; a long unit pays a mild length
     penalty; a unit that only repeats the question, or ends in a question mark, is discounted
-    (note headings are often questions). The block's rank prior multiplies the result.
+    (note headings are often questions), and so, less, is a Latin-script prose fragment that does
+    not end like a sentence (``FRAGMENT_FACTOR``: figure labels and table debris of PDF text). The
+    block's rank prior multiplies the result.
     """
     q_terms = set(tokenize(question))
     if not q_terms:
@@ -804,6 +844,8 @@ def score_units(
             score /= (1.0 + len(own) / LENGTH_SCALE) ** LENGTH_POWER
             if key.endswith(("?", "？")):
                 score *= 0.5
+            if unit.kind == "sentence" and not _CJK_TEXT_RE.search(key) and not _OPEN_END_RE.search(key):
+                score *= FRAGMENT_FACTOR
             out.append(Extract(block, unit, score * prior))
     out.sort(key=lambda e: (-e.score, e.block.n, e.unit.start))
     return out
@@ -823,13 +865,15 @@ def pick_extracts(
     return [e for e in scored if e.score >= ratio * best][:n]
 
 
-def _render_extract(e: Extract) -> str:
+def _render_extract(e: Extract, units: int = 1) -> str:
+    """One line (or code block) of an extractive answer; a passage of ``units`` sentences may be
+    ``units`` times as long as one before it is shortened."""
     text = e.text
     if e.unit.kind == "code" and "\n" in text.strip():
         return f"- [{e.block.n}]\n```\n{text.strip()}\n```"
     if e.unit.kind != "sentence" and "`" not in text and _is_command_line(text):
         return f"- `{text.strip()}` [{e.block.n}]"
-    limit = EXTRACT_CHARS if e.unit.kind == "sentence" else 2 * EXTRACT_CHARS
+    limit = EXTRACT_CHARS * units if e.unit.kind == "sentence" else 2 * EXTRACT_CHARS
     return f"- {shorten(text, limit)} [{e.block.n}]"
 
 
@@ -856,6 +900,45 @@ def reading_order(picked: Sequence[Extract]) -> list[list[Extract]]:
     return groups
 
 
+WINDOW_WIDTH = 300
+WINDOW_TOP = 3
+WINDOW_BEFORE = 1
+
+
+def widen(picked: Sequence[Extract]) -> list[Extract]:
+    """Add to each of the first ``WINDOW_TOP`` picked sentences shorter than ``WINDOW_WIDTH``
+    columns the sentence that follows it in the same paragraph (and to the best one, with
+    ``WINDOW_BEFORE``, the one before it): the sentence that matches the question best often only
+    introduces the answer ("X has a number of appealing qualities."), and the answer is the next
+    one."""
+    out = list(picked)
+    have = {(e.block.n, e.unit.start) for e in out}
+
+    def add(e: Extract, u: Unit) -> None:
+        if u.kind == "sentence" and (e.block.n, u.start) not in have:
+            out.append(Extract(e.block, u, e.score))
+            have.add((e.block.n, u.start))
+
+    for rank, e in enumerate(picked[:WINDOW_TOP]):
+        if e.unit.kind != "sentence" or _width(e.text) >= WINDOW_WIDTH:
+            continue
+        units = answer_units(e.block.text)
+        i = next((j for j, u in enumerate(units) if u.start == e.unit.start), None)
+        if i is None:
+            continue
+        text = e.block.text
+        if i + 1 < len(units) and _same_paragraph(text, units[i].end, units[i + 1].start):
+            add(e, units[i + 1])
+        if rank < WINDOW_BEFORE and i > 0 and _same_paragraph(text, units[i - 1].end, units[i].start):
+            add(e, units[i - 1])
+    return out
+
+
+def _same_paragraph(text: str, end: int, start: int) -> bool:
+    gap = text[end:start]
+    return not gap.strip() and "\n\n" not in gap
+
+
 def extractive_text(
     question: str,
     blocks: Sequence[ContextBlock],
@@ -865,7 +948,7 @@ def extractive_text(
 ) -> tuple[str, list[Citation]]:
     """The units of the first blocks that best answer ``question`` (:func:`score_units`), each
     cited, under a label saying that no model wrote them."""
-    picked = pick_extracts(score_units(question, blocks[:EXTRACTIVE_CHUNKS], tokenize, weigh))
+    picked = widen(pick_extracts(score_units(question, blocks[:EXTRACTIVE_CHUNKS], tokenize, weigh)))
     lines = [EXTRACTIVE_LABEL[language]]
     citations: dict[int, Citation] = {}
     for group in reading_order(picked):
@@ -873,7 +956,7 @@ def extractive_text(
         e = Extract(
             head.block, Unit(head.unit.start, tail.unit.end, head.unit.kind, head.unit.context), head.score
         )
-        lines.append(_render_extract(e))
+        lines.append(_render_extract(e, len(group)))
         n = e.block.n
         if n not in citations:
             c = e.block.hit.chunk
@@ -899,30 +982,13 @@ class CorpusView:
         return math.log1p((self.n_docs - d + 0.5) / (d + 0.5))
 
 
-def _index_df(index: object) -> Callable[[str], int] | None:
-    """Document frequency of a term in a :class:`rag.sparse.bmx.BMXIndex` (live chunks only),
-    read from its term table; None for an index without one."""
-    vocab = getattr(index, "_vocab", None)
-    table = getattr(index, "_df", None)
-    if vocab is None or table is None or not hasattr(table, "buf"):
-        return None
-
-    def df(term: str) -> int:
-        t = vocab.get(term)
-        if t is None or t >= table.n:
-            return 0
-        return int(table.buf[t])
-
-    return df
-
-
 def corpus_view(engine: Engine) -> CorpusView:
     """The sparse leg's tokenizer, chunk count and document frequencies."""
     from rag.retrieval.legs import SparseLeg
 
     leg = engine.leg("sparse")
     if isinstance(leg, SparseLeg):
-        return CorpusView(leg.tokenizer, len(leg.index), _index_df(leg.index))
+        return CorpusView(leg.tokenizer, len(leg.index), leg.index.document_frequency)
     from rag.sparse.tokenize import Tokenizer
 
     return CorpusView(Tokenizer(), engine.store.count_chunks())

@@ -172,3 +172,46 @@ def test_the_check_is_cheap(engine: Engine) -> None:
     for _ in range(20):
         measure_evidence("what is num_ctx", view_hits, view)
     assert (time.perf_counter() - t0) / 20 < 0.05  # well under the search itself
+
+
+def test_document_frequency_counts_live_documents_only() -> None:
+    from rag.sparse.bmx import BMXIndex
+
+    index = BMXIndex()
+    index.upsert(["a", "b", "c"], [["num_heads", "d_model"], ["num_heads"], ["docker"]])
+    assert index.document_frequency("num_heads") == 2
+    assert index.document_frequency("num_ctx") == 0  # never seen
+    index.delete(["b"])
+    assert index.document_frequency("num_heads") == 1
+    index.upsert(["a"], [["docker"]])  # a new version of "a" drops its old terms
+    assert index.document_frequency("num_heads") == 0
+    assert index.document_frequency("docker") == 2
+
+
+def test_the_view_reads_document_frequencies_through_the_index(engine: Engine) -> None:
+    view = corpus_view(engine)
+    assert view.df is not None
+    assert view.df("num_ctx") == 0
+    assert view.df("num_heads") == 1
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_the_cli_prints_why_a_question_was_refused(
+    engine: Engine, strict: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cli.ask import _print_sources
+    from rag.settings import AnswerSettings
+
+    if strict:  # low lexical evidence: the line it always was
+        settings = AnswerSettings.model_validate({"min_evidence": 50.0})
+        final = answer(engine, None, "怎么进入容器", settings=settings)
+    else:
+        final = answer(engine, None, "what is num_ctx")
+    assert final.kind == "refused" and final.hits
+    _print_sources(final)
+    err = " ".join(capsys.readouterr().err.split())
+    if strict:
+        assert f"evidence {final.evidence:.2f} below 50.00: the model was not asked" in err
+    else:
+        assert "the documents never mention num_ctx: the model was not asked" in err
+        assert "below" not in err

@@ -11,6 +11,7 @@ from rag.answer import (
     ContextBlock,
     answer,
     answer_units,
+    extractive_text,
     find_citations,
     pick_extracts,
     score_units,
@@ -224,3 +225,53 @@ def test_no_quote_is_a_heading_a_bold_line_or_a_bare_label(engine: Engine, quest
     numbers = find_citations(final.text)
     assert set(numbers) == {c.n for c in final.citations}
     assert len(lines) == len(set(lines))  # nothing quoted twice
+
+
+# -- prose of PDFs and pasted pages ------------------------------------------------------------------
+
+
+def test_a_hard_wrapped_paragraph_is_read_as_sentences_across_its_lines() -> None:
+    text = (
+        "The radiology department was divided into four areas: contaminated, semicontaminated,\n"
+        "buffer, and clean areas (Figure 1). The contaminated area is connected to the fever clinic\n"
+        "and includes the fever accessway.\n"
+        "- a list item stays its own unit\n"
+    )
+    got = units_of(text)
+    assert got[0] == (
+        "sentence",
+        "The radiology department was divided into four areas: contaminated, semicontaminated,\n"
+        "buffer, and clean areas (Figure 1).",
+    )
+    assert got[1][1].endswith("fever clinic\nand includes the fever accessway.")
+    assert got[-1] == ("sentence", "- a list item stays its own unit")
+
+
+def test_short_note_lines_and_commands_are_not_joined() -> None:
+    text = "装好以后重启\ndocker restart ollama\n默认端口 11434\n"
+    assert units_of(text) == [
+        ("sentence", "装好以后重启"),
+        ("line", "docker restart ollama"),
+        ("sentence", "默认端口 11434"),
+    ]
+
+
+def test_the_sentences_around_the_best_one_are_quoted_with_it() -> None:
+    tok = Tokenizer()
+    text = (
+        "Several vectors were compared in mice. NDV has a number of appealing qualities as a vaccine "
+        "vector. Its pathogenicity is determined by the fusion protein, so it is easily attenuated.\n\n"
+        "Other work used adenoviruses."
+    )
+    body, _ = extractive_text("What is the appealing quality of the NDV vector?", [block(1, text)], tok, "en")
+    passage = quoted(body)[0]
+    assert "Its pathogenicity is determined by the fusion protein" in passage  # the answer follows
+    assert "compared in mice" in passage  # and the sentence before, in text order
+    assert "adenoviruses" not in passage  # never across a paragraph break
+
+
+def test_a_figure_label_loses_to_the_sentence_that_defines_the_term() -> None:
+    tok = Tokenizer()
+    text = "R0 (red) vs R(FO) (black)\nR0, the basic reproduction number, is the number of persons one case infects."
+    scored = score_units("What is R0?", [block(1, text)], tok)
+    assert scored[0].text.startswith("R0, the basic reproduction number")

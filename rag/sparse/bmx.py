@@ -321,6 +321,13 @@ class BMXIndex:
         """Ids of the indexed documents in insertion order (an upsert moves an id to the end)."""
         return sorted(self._id_to_slot, key=self._id_to_slot.__getitem__)
 
+    def document_frequency(self, term: str) -> int:
+        """How many live documents contain ``term`` (0 for a term the index never saw)."""
+        t = self._vocab.get(term)
+        if t is None or t >= self._df.n:
+            return 0
+        return int(self._df.buf[t])
+
     # ------------------------------------------------------------------ updates
 
     def upsert(self, ids: Sequence[str], docs: Sequence[Sequence[str]]) -> None:
