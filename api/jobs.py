@@ -35,7 +35,7 @@ from api.uploads import remove_upload
 from ingest.publish import LEG_WAIT_S, Cancelled, delete_and_publish, ingest_and_publish, publish
 from ingest.watch import sync_roots
 from rag.engine import Published
-from rag.errors import RagError
+from rag.errors import NotFoundError, RagError
 from rag.filestatus import FileStatusBook
 from rag.serving import ServingEngine, ServingWriter
 from rag.settings import Settings
@@ -278,7 +278,16 @@ class JobRunner:
 
     def _delete(self, job: Job) -> dict[str, Any]:
         assert self._writer is not None and job.doc_id is not None
-        record, published = delete_and_publish(self.engine, self._writer, job.doc_id, status=self.status)
+        try:
+            record, published = delete_and_publish(self.engine, self._writer, job.doc_id, status=self.status)
+        except NotFoundError:
+            with self.engine.reading():
+                seen = self.engine.store.document(job.doc_id)
+            if seen is None:
+                raise
+            # an earlier delete committed but its publish failed: searches still see it, so
+            # this delete completes that one instead of answering 404
+            record, published = seen, self._publish(hold=False, force=True)
         removed_file = remove_upload(self.uploads, record.path)
         return {
             "deleted": True,
