@@ -13,6 +13,7 @@ import pymupdf
 import pytest
 
 from api.app import create_app
+from api.routers import sources
 from api.web.router import static_files
 from tests.answer_corpus import NOTES
 from tests.test_api_common import live_server
@@ -185,3 +186,65 @@ def test_create_app_serves_the_page_without_a_started_index(tmp_path: Path) -> N
     with TestClient(app) as client:
         assert client.get("/").status_code == 200
         assert client.get("/documents").status_code == 200
+
+
+def test_a_chinese_quote_wrapped_over_lines_is_found_and_read_back() -> None:
+    from ingest.pdf import extract_pdf
+    from tests.factories_pdf import heading, make_pdf, para
+
+    body = (
+        "用 docker 在 GPU 上启动 ollama 的方法是先安装 nvidia-container-toolkit，然后运行 docker run -d "
+        "--gpus all -p 11434:11434 --name ollama ollama/ollama 命令，启动后用 ollama ps 查看模型是否在"
+        "显卡上运行，默认端口是一万一千四百三十四。这一段文字故意写得很长，以便它在页面上折成好几行。"
+    )
+    data = make_pdf([[heading("部署笔记"), para(body), para("另一段无关的文字。")]])
+    text = extract_pdf(data).text
+    page = pymupdf.open(stream=data)[0]
+    quote = "启动后用 ollama ps 查看模型是否在显卡上运行，默认端口是一万一千四百三十四。"
+    glyphs = sources.PageGlyphs.read(page)
+    ranges = sources.locate(glyphs, text, quote)
+    assert len({round(r[1]) for r in glyphs.rects(ranges)}) >= 2  # the quote runs over two lines
+    assert sources.quoted(glyphs.text, glyphs.marks(ranges)) == quote
+    # a quote that is not on the page: the chunk's own text is highlighted instead
+    ranges = sources.locate(glyphs, "# 部署笔记\n\n" + body, "不在页面上的句子。")
+    shown = sources.quoted(glyphs.text, glyphs.marks(ranges))
+    assert body.replace(" ", "") in shown.replace(" ", "")
+    assert "另一段" not in shown
+
+
+def test_redacted_secrets_stay_hidden_on_the_rendered_page(tmp_path: Path) -> None:
+    from tests.answer_corpus import index_notes
+    from tests.factories_pdf import heading, make_pdf, para
+
+    password, token = "hunter2xyz", "sk-proj-4fGh7Jk2Lm9Np3Qr5St8Uv1Wx6Yz0Ab"
+    root = tmp_path / "notes"
+    root.mkdir()
+    data = make_pdf(
+        [
+            [
+                heading("Nightly job"),
+                para(
+                    f"The nightly job logs in with password {password} and token {token}. Then it runs rsync."
+                ),
+                para("The rsync step copies the photo library to the backup disk."),
+            ]
+        ]
+    )
+    (root / "ops.pdf").write_bytes(data)
+    settings = index_notes(tmp_path)
+    with live_server(settings) as url, httpx.Client(base_url=url, timeout=20) as client:
+        hit = _hit(client, "nightly job rsync photo library", "ops.pdf")
+        assert password not in hit["text"] and "[REDACTED:" in hit["text"]
+        res = client.get(f"/v1/chunks/{hit['chunk_id']}/source", params={"quote": "Then it runs rsync."})
+    assert password not in res.text and token not in res.text and "4fGh7Jk2" not in res.text
+    s = res.json()
+    assert s["error"] is None and s["quote"] == "Then it runs rsync."
+    assert "The nightly job logs in with password" in " ".join(s["page_text"].split())
+    assert "photo library" in s["page_text"]
+
+    def black(pix: pymupdf.Pixmap) -> int:
+        samples, n = pix.samples, pix.n
+        return sum(1 for i in range(0, len(samples), n) if max(samples[i : i + 3]) < 30)
+
+    plain = black(pymupdf.open(stream=data)[0].get_pixmap(dpi=sources.PAGE_DPI))
+    assert black(_png(s["image"])) > plain + 3000  # two filled boxes where the values were
