@@ -18,22 +18,23 @@ def test_a_second_delete_completes_one_whose_publish_failed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = api_settings(tmp_path)
+    settings.api.publish_interval_s = 3600  # no idle publish heals it behind the test's back
     with TestClient(create_app(settings)) as client:
         docs = client.get("/v1/documents").json()["documents"]
         victim = docs[0]
         real = ServingEngine.publish
-        calls = {"n": 0}
+        broken = {"on": True}
 
-        def failing_once(self: ServingEngine, **kw: object) -> object:
-            calls["n"] += 1
-            if calls["n"] == 1:
+        def failing(self: ServingEngine, **kw: object) -> object:
+            if broken["on"]:  # every publish fails, the idle writer's retries too
                 raise StoreError("vector store is unusable: simulated")
             return real(self, **kw)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(ServingEngine, "publish", failing_once)
+        monkeypatch.setattr(ServingEngine, "publish", failing)
         first = client.delete(f"/v1/documents/{victim['doc_id']}")
         assert first.status_code == 503
         listed = {d["doc_id"] for d in client.get("/v1/documents").json()["documents"]}
+        broken["on"] = False
         second = client.delete(f"/v1/documents/{victim['doc_id']}")
         assert second.status_code == 200, second.json()
         assert second.json()["deleted"] is True and second.json()["source"] == victim["source"]
