@@ -47,6 +47,7 @@ import argparse
 import difflib
 import importlib.util
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -360,7 +361,9 @@ def main() -> int:
         f"Data: first {len(paras)} paragraphs of cmrc2018_dev_zh ({chars:,} characters); "
         f"{len(notes)} synthetic note paragraphs ({sum(map(len, notes)):,} characters, `bench/note_text.py`); "
         f"the {len(samples)} files of samples/notes ({sum(map(len, samples)):,} characters). "
-        f"Machine: {platform.machine()}, Python {platform.python_version()}. "
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start "
+        f"(the CPU shared with other work: throughput figures are only comparable within one run), "
+        f"Python {platform.python_version()}. "
         f"Command: `python bench/bench_encoding.py --n {args.n} --notes {args.notes} --baseline {args.baseline}`.",
         "",
         f"## Lossy mojibake: three loss patterns (repair version {encoding.REPAIR_VERSION})",

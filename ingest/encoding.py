@@ -656,7 +656,7 @@ def _best_reading(model: _CharModel, cands: list[_Cands]) -> list[tuple[str, ...
 _WINDOWS: dict[tuple[_Cands, ...], list[tuple[str, ...]]] = {}
 _FIXED: dict[str, tuple[str, str, float, float]] = {}
 _OPTIONS: dict[tuple[object, ...], _Cands] = {}  # (sequence, brackets, losses, script) -> candidates
-_MAX_MEMO = 200_000
+_MAX_MEMO = 50_000
 
 
 @dataclass
@@ -806,11 +806,13 @@ def _repair_pass(text: str) -> tuple[str, _RepairStats]:
     sequences are directly followed by a '?'; otherwise '?' is literal. A run
     is repaired when none of its bytes is impossible in UTF-8 and it holds a
     complete multi-byte sequence, or damaged ones on a line that has complete
-    ones elsewhere. In a document that is mostly mojibake, a run of two or more
-    damaged sequences (one with a continuation byte) is repaired on any line:
-    "å„ç§modules" (各种 with both middle bytes lost) has no complete sequence.
-    Which bytes were lost is inferred once for the whole document
-    (``_infer_losses``).
+    ones elsewhere. In a document that is mostly mojibake, a run with a damaged
+    sequence that kept a continuation byte is repaired on any line
+    ("å„ç§modules" is 各种 with both middle bytes lost, and nothing else on its
+    line), and a bare lead byte on a line with complete sequences. Which bytes
+    were lost is inferred once for the whole document (``_infer_losses``); a
+    document with enough damage is read twice, the second time with its own
+    prior (``_document_prior``).
     """
     stats = _RepairStats()
     if not _RUN_RE.search(text):
@@ -968,7 +970,7 @@ def repair_mojibake(text: str) -> tuple[str, int]:
     text ("café, naïve, Müller") is left alone: a run of characters is only
     repaired when its bytes form complete UTF-8 sequences, and runs with damaged
     sequences only on lines that hold complete ones too (or, in a document that is
-    mostly mojibake, when they hold two damaged sequences or more).
+    mostly mojibake, when a damaged sequence kept a continuation byte).
     """
     fixed, stats = _repair(text)
     return fixed, stats.restored
