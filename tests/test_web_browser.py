@@ -106,6 +106,9 @@ def test_ask_streams_then_a_citation_opens_the_marked_passage(tmp_path: Path, pa
         sync_api.expect(page.get_by_test_id("answer")).to_have_count(2)
         sync_api.expect(page.get_by_test_id("answer").nth(1)).to_contain_text("11434")
         assert page.get_by_test_id("answer").first.inner_text().startswith("Ollama listens")
+        follow_up = page.locator(".turn").nth(1).locator(".meta").first
+        sync_api.expect(follow_up).to_contain_text("Searched for: ")  # the standalone question
+        assert "[object" not in follow_up.inner_text()
         later = [c.body or {} for c in stub.chats()[1:]]
         assert any("Which port" in str(m.get("content")) for b in later for m in b.get("messages", []))
         requests.assert_only(url)

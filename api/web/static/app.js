@@ -227,7 +227,7 @@ async function ask(question) {
         answerNode.textContent = text;
         status.textContent = "";
       } else if (event === "rewrite") {
-        status.textContent = `${t("rewrite")}: ${data.rewrite || data.question || ""}`;
+        if (data.standalone && data.standalone !== question) status.textContent = `${t("rewrite")}: ${data.standalone}`;
       } else if (event === "citations") {
         citations = data.citations || [];
         renderAnswer(answerNode, text, citations);
@@ -238,7 +238,8 @@ async function ask(question) {
         renderAnswer(answerNode, text, citations);
         renderSources(sourcesList, citations);
         const notes = [data.note, data.kind === "extractive" ? t("extractive") : null].filter(Boolean);
-        if (data.rewrite) notes.unshift(`${t("rewrite")}: ${data.rewrite}`);
+        const standalone = data.rewrite && data.rewrite.standalone;
+        if (standalone && standalone !== question) notes.unshift(`${t("rewrite")}: ${standalone}`);
         status.textContent = notes.join(" · ");
       } else if (event === "error") {
         throw new Error((data.error && data.error.message) || "error");
