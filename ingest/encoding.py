@@ -669,6 +669,7 @@ class _PassCache:
     # Choices of the first round: (damaged sequence, character, (its word, offset), candidates).
     choices: list[tuple[str, str, tuple[tuple[str, ...], int], _Cands]] = field(default_factory=list)
     record: bool = False  # whether to note the choices (only when a second round may follow)
+    rendered: dict[int, tuple[str | None, int]] = field(default_factory=dict)  # run -> (text, guessed)
 
 
 def _options(
@@ -873,8 +874,9 @@ def _repair_pass(text: str) -> tuple[str, _RepairStats]:
     if not prior:
         return result
     # Second round: only windows with a sequence that has a prior change; the rest are memoised.
+    first_round = cache.rendered
     cache = _PassCache(prior=prior)
-    return _render_runs(text, parses, model, losses, script, cache, stats)
+    return _render_runs(text, parses, model, losses, script, cache, stats, first_round)
 
 
 _ADAPT_MIN_DAMAGED = 30  # damaged sequences a document needs for its own character prior
@@ -925,13 +927,22 @@ def _render_runs(
     script: str | None,
     cache: _PassCache,
     stats: _RepairStats,
+    previous: dict[int, tuple[str | None, int]] | None = None,
 ) -> tuple[str, _RepairStats]:
+    """Render every run; ``previous`` holds the first round's results, reused for the
+    runs that hold no damaged sequence with a document prior."""
     out: list[str] = []
     pos = 0
-    for p in parses:
+    for n, p in enumerate(parses):
         reconstructed = stats.reconstructed
-        before = ("".join(out[-4:]) + text[pos : p.start])[-200:]
-        fixed = _render(p, model, losses, stats, before, script, cache)
+        earlier = previous.get(n) if previous is not None else None
+        if earlier is not None and not any(k == "broken" and v in cache.prior for k, v in p.pieces):
+            fixed, guessed = earlier  # the second round changes nothing here
+            stats.reconstructed += guessed
+        else:
+            before = ("".join(out[-4:]) + text[pos : p.start])[-200:]
+            fixed = _render(p, model, losses, stats, before, script, cache)
+            cache.rendered[n] = (fixed, stats.reconstructed - reconstructed)
         if fixed is None:
             stats.reconstructed = reconstructed
             continue
