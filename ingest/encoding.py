@@ -343,9 +343,9 @@ _MAX_PASSES = 3  # text mangled twice needs two passes
 
 # Which bytes were lost. Every UTF-8 continuation byte (0x80-0xBF) could have been, so each
 # gets a prior probability from how files lose bytes: the five bytes cp1252 leaves undefined
-# are lost by most conversions; 0x8E and 0x9E ('Ž', 'ž', absent from cp1252 before 1998 and
-# from several Latin-1 tables) and 0xAD (the soft hyphen, which editors and browsers drop as
-# invisible) are lost often; the rest rarely. The document then tells: a byte value that never
+# are lost by most conversions; 0x8E and 0x9E ('Ž', 'ž', absent from cp1252 before 1998) and
+# 0xAD (the soft hyphen, which editors and browsers drop as invisible) are lost often; the
+# rest rarely. The document then tells: a byte value that never
 # occurs although UTF-8 Chinese of that length would have produced it E times has lost it with
 # likelihood ratio e^E (a Poisson count of zero), and a byte value that occurs was not lost.
 _LOSS_PRIOR_UNDEFINED = 0.9

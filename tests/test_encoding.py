@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.encoding import REPAIR_VERSION, Decoded, _infer_losses, decode_bytes, repair_mojibake
+from ingest.encoding import REPAIR_VERSION, Decoded, _candidates, _infer_losses, decode_bytes, repair_mojibake
 from rag.errors import BinaryFileError, EncodingError
 
 # Real-looking notes, simplified and traditional, with English terms and commands mixed in.
@@ -503,3 +503,18 @@ def test_loss_inference_is_graceful_on_short_texts() -> None:
 )
 def test_western_text_with_the_extra_bytes_is_left_alone(text: str) -> None:
     assert repair_mojibake(text) == (text, 0)
+
+
+def test_candidates_of_a_damaged_sequence() -> None:
+    # 型 is E5 9E 8B; without 0x9E it arrives as E5 8B ("å‹"). The missing byte may sit in
+    # either slot, and only the lost values are tried.
+    five = dict(_candidates("\xe5\x8b", tuple(sorted(LOST))))
+    real = dict(_candidates("\xe5\x8b", tuple(sorted(REAL_LOST))))
+    assert five["友"] == (0x8F,)  # E5 8F 8B
+    assert "型" not in five
+    assert real["型"] == (0x9E,)
+    assert set(five) < set(real)
+    assert all(len(fill) == 1 and fill[0] in REAL_LOST for fill in real.values())
+    # A bare lead byte of a 3-byte character: both continuation bytes are lost ones.
+    lone = dict(_candidates("\xe3", tuple(sorted(PRE1998_LOST))))
+    assert lone["、"] == (0x80, 0x81)  # E3 80 81
