@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ingest.pipeline import IngestReport, sync_paths
+from ingest import pipeline
+from ingest.pipeline import IngestReport
 from rag.engine import Engine, Published
 from rag.errors import NotFoundError, RagError, StoreLockedError
 from rag.filestatus import FileStatusBook
@@ -120,7 +121,7 @@ def ingest_and_publish(
                 publishes.append(published)
             last = time.monotonic()
 
-    report = sync_paths(list(paths), settings, writer, progress=step)
+    report = pipeline.sync_paths(list(paths), settings, writer, progress=step)
     if status is not None:
         # failed and failed_paths are filled together, in the same order
         sources = {path: row["path"] for path, row in zip(report.failed_paths, report.failed, strict=False)}
