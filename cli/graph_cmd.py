@@ -52,11 +52,20 @@ def entity_cmd(name: str, limit: int, n_neighbours: int, settings: Settings, as_
       rag graph entity 容器 --limit 10
       rag graph entity qwen2.5:7b-instruct --json
     """
+    from urllib.parse import quote
+
+    from cli.remote import owner_client
     from rag.engine import Engine
     from rag.graph import describe_entity
 
-    with Engine.open(settings) as engine:
-        card = describe_entity(engine, name, limit=limit, neighbours=n_neighbours)
+    client = owner_client(settings, "read", doing="describe an entity")
+    if client is not None:
+        with client:
+            params = {"limit": min(limit, 1000), "neighbours": min(n_neighbours, 200)}
+            card = client.call("GET", f"/v1/graph/entities/{quote(name, safe='')}", params=params)
+    else:
+        with Engine.open(settings) as engine:
+            card = describe_entity(engine, name, limit=limit, neighbours=n_neighbours)
     if as_json:
         emit_json(card)
         return
@@ -117,10 +126,17 @@ def export_cmd(fmt: str, output: Path | None, min_weight: int, settings: Setting
       rag graph export -o notes.graphml
       rag graph export --format json --min-weight 2 | jq '.nodes | length'
     """
+    from cli.remote import owner_of
     from rag.engine import Engine
     from rag.errors import InputError
     from rag.graph.describe import graph_data, leg_of, to_graphml, to_json
+    from rag.owner import owned_error
 
+    owner = owner_of(settings)
+    if owner is not None and owner.kind == "server":  # the server holds the graph; no export endpoint
+        err = owned_error(settings.data_dir, owner, doing="export the graph")
+        err.hint = "stop the server first, or look entities up with `rag graph entity NAME` meanwhile"
+        raise err
     with Engine.open(settings) as engine:
         nodes, edges = graph_data(leg_of(engine), min_weight=min_weight)
     if fmt == "json":

@@ -123,6 +123,7 @@ def test_cli_beside_a_server_goes_through_it_with_the_same_output(tmp_path: Path
     local_search = json_of(data, "search", "ollama GPU", "-k", "3")
     local_docs = json_of(data, "documents")
     local_ask = json_of(data, "ask", "which port does ollama use?", "--no-llm")
+    local_entity = json_of(data, "graph", "entity", "ollama")
     server = start_server(data)
     try:
         owner = current_owner(data)
@@ -132,6 +133,9 @@ def test_cli_beside_a_server_goes_through_it_with_the_same_output(tmp_path: Path
         assert json_of(data, "documents") == local_docs
         asked = json_of(data, "ask", "which port does ollama use?", "--no-llm")
         assert asked["answer"] == local_ask["answer"] and asked["citations"] == local_ask["citations"]
+        assert json_of(data, "graph", "entity", "ollama") == local_entity
+        line = one_line_error(invoke(data, "graph", "export"))
+        assert "cannot export the graph" in line and "owned by `rag serve`" in line
 
         (notes_dir / "new.md").write_text("# Zebra\n\nzebra giraffe okapi\n", encoding="utf-8")
         report = json_of(data, "ingest", str(notes_dir))  # a job of the server
