@@ -212,6 +212,10 @@ class ChunkStore:
         self._lock_fd: int | None = None
 
     def _init_schema(self) -> None:
+        with contextlib.suppress(sqlite3.DatabaseError, ValueError):  # no meta table yet: create it below
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is not None and int(row[0]) == SCHEMA_VERSION:
+                return  # current: opening writes nothing (a reader beside the process that owns the dir)
         self._db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS)
         with self._tx():
             row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()

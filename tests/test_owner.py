@@ -207,3 +207,25 @@ def test_a_server_killed_with_sigkill_is_taken_over_on_restart(tmp_path: Path, n
     finally:
         code, log = second.stop()
     assert code == 0, log
+
+
+def test_opening_the_chunk_store_to_read_writes_nothing(tmp_path: Path, notes_dir: Path) -> None:
+    """A reader beside an owning ingest opens the store without a write transaction: it neither
+    waits for the ingest's transaction nor takes the write lock itself."""
+    import sqlite3
+    import time
+
+    from rag.store import ChunkStore
+
+    data = tmp_path / "data"
+    json_of(data, "ingest", str(notes_dir))
+    writer = sqlite3.connect(data / "chunks.sqlite3", isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")  # the owner is in the middle of a write
+        t0 = time.monotonic()
+        with ChunkStore(data, create=False) as store:
+            assert store.count_documents() == 2
+        assert time.monotonic() - t0 < 2.0  # opening used to wait for the lock (30 s timeout)
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
