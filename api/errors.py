@@ -26,7 +26,6 @@ anything else                            500
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -47,6 +46,7 @@ from rag.errors import (
     NotFoundError,
     RagError,
     StoreError,
+    error_kind,
 )
 
 log = logging.getLogger("rag.api")
@@ -113,9 +113,7 @@ def status_for(exc: RagError) -> int:
 
 def error_type(exc: RagError) -> str:
     """``NotFoundError`` -> ``not_found``, ``LLMUnavailableError`` -> ``llm_unavailable``."""
-    name = type(exc).__name__.removesuffix("Error") or "rag"
-    name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name)
-    return name.lower()
+    return error_kind(exc)
 
 
 def error_body(

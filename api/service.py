@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from api.jobs import JobRunner
-from api.uploads import clear_partials, uploads_dir
+from api.uploads import clear_partials, remove_upload, uploads_dir
+from ingest.jobs import JobRunner
 from rag.errors import RagError
 from rag.llm import LLM, make_llm
 from rag.serving import ServingEngine
@@ -68,7 +68,12 @@ class Service:
                 log.warning("cannot open the index: %s", exc.one_line())
                 return
             clear_partials(self.uploads)
-            jobs = JobRunner(engine, self.settings, self.uploads, watch=self.watch)
+            jobs = JobRunner(
+                engine,
+                self.settings,
+                watch=self.watch,
+                on_deleted=lambda record: remove_upload(self.uploads, record.path),
+            )
             jobs.start()
             self._engine, self._jobs, self.error = engine, jobs, None
             if self.watch:

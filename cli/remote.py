@@ -16,7 +16,6 @@ Keys: the owner record never holds one. When it says the server wants a key
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,16 +34,6 @@ CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 600.0
 POLL_S = 0.2
 PAGE = 10_000
-
-
-def _error_classes() -> dict[str, type[RagError]]:
-    out: dict[str, type[RagError]] = {}
-    for value in vars(errors).values():
-        if isinstance(value, type) and issubclass(value, RagError):
-            name = value.__name__.removesuffix("Error") or "rag"
-            name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
-            out[name] = value
-    return out
 
 
 def owner_of(settings: Settings) -> OwnerRecord | None:
@@ -90,7 +79,6 @@ class OwnerClient:
             timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
             trust_env=False,  # a loopback server must not be reached through a proxy
         )
-        self._classes = _error_classes()
 
     def close(self) -> None:
         self.http.close()
@@ -122,7 +110,7 @@ class OwnerClient:
                 f"the server at {self.owner.url} refused the key: {message}",
                 hint="set RAG_API__API_KEY (or RAG_API__READ_KEY / RAG_API__WRITE_KEY) to the server's key",
             )
-        cls = self._classes.get(kind)
+        cls = errors.error_class(kind)
         if cls is None:
             cls = errors.InputError if reply.status_code < 500 else BackendError
         raise cls(message, hint=hint)
@@ -210,7 +198,7 @@ class OwnerClient:
             job = self.call("GET", f"/v1/jobs/{job['id']}")
         if job["status"] == "failed":
             err = job.get("error") or {}
-            cls = self._classes.get(str(err.get("type")), RagError)
+            cls = errors.error_class(str(err.get("type"))) or RagError
             raise cls(str(err.get("message", "the job failed")), hint=err.get("hint"))
         result: dict[str, Any] = job["result"]
         return result

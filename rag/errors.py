@@ -31,6 +31,9 @@ line and exits non-zero, the HTTP API maps them to a status code)::
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 
 class RagError(Exception):
     """Base class. ``str(err)`` is one line saying what happened."""
@@ -136,3 +139,24 @@ class LLMTimeoutError(LLMError):
 
 class LLMStreamError(LLMError):
     """The server replied with an error or an unreadable stream (possibly after some tokens)."""
+
+
+def error_kind(err: RagError | type[RagError]) -> str:
+    """The error's ``type`` in error bodies: ``NotFoundError`` -> ``not_found``,
+    ``LLMUnavailableError`` -> ``llm_unavailable`` (:func:`error_class` reverses it)."""
+    cls = err if isinstance(err, type) else type(err)
+    name = cls.__name__.removesuffix("Error") or "rag"
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
+
+
+def error_dict(err: RagError) -> dict[str, Any]:
+    """``{"type", "message", "hint"}``: how an error is reported (HTTP bodies, job records)."""
+    return {"type": error_kind(err), "message": str(err).strip().replace("\n", " "), "hint": err.hint}
+
+
+def error_class(kind: str) -> type[RagError] | None:
+    """The class whose :func:`error_kind` is ``kind`` (None when there is none)."""
+    for value in globals().values():
+        if isinstance(value, type) and issubclass(value, RagError) and error_kind(value) == kind:
+            return value
+    return None

@@ -13,10 +13,10 @@ from starlette.responses import Response
 
 from api.auth import is_loopback, require_read, require_write
 from api.errors import ApiError
-from api.jobs import Job
 from api.schemas import DeleteResponse, DocumentList, IngestRequest, JobInfo, JobList, UploadResponse
 from api.service import EngineDep, ServiceDep
 from api.uploads import place_upload, safe_filename, stage_upload
+from ingest.jobs import Job
 from rag.errors import ConflictError, InputError, NotFoundError, RagError
 from rag.filestatus import document_rows
 
