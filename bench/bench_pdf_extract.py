@@ -376,7 +376,7 @@ def render(report: dict[str, Any]) -> str:
         f"{args['repeats']} runs (medians in `pdf_extraction.json`), because the machine was shared "
         f"(load average {report['load_average'][1]} over 5 minutes on {os.cpu_count()} cores). Peak RSS "
         "includes the interpreter and `import pymupdf`, which loads the layout model's ONNX runtime "
-        "whenever `pymupdf_layout` is installed (≈170 MB before any page is read).",
+        "whenever `pymupdf_layout` is installed (≈145 MB before any page is read).",
         "",
         "| configuration | pages | seconds | pages/s | peak RSS MB |",
         "|---|---:|---:|---:|---:|",
