@@ -46,11 +46,18 @@ TICK_MS = 500
 IGNORED_SUFFIXES = (".swp", ".swx", ".swo", ".tmp", ".part", ".crdownload", "~")
 
 
-def relevant(path: str) -> bool:
+def relevant(path: str, roots: Sequence[Path] = ()) -> bool:
     """Whether a change at ``path`` can change the index: a supported file, or a folder (a
-    path without a suffix), outside hidden folders; editors' temporary files are not."""
-    parts = PurePosixPath(path.replace(os.sep, "/")).parts
-    if any(p.startswith(".") and p not in (".", "..") for p in parts[1:]):
+    path without a suffix), outside hidden folders (below the watched folder it is in: a watched
+    folder may itself sit in a hidden one); editors' temporary files are not."""
+    rel = PurePosixPath(path.replace(os.sep, "/"))
+    for root in roots:
+        base = PurePosixPath(str(root).replace(os.sep, "/"))
+        if rel == base or base in rel.parents:
+            rel = rel.relative_to(base)
+            break
+    parts = [p for p in rel.parts if p not in ("/", ".", "..")]
+    if any(p.startswith(".") for p in parts[:-1]) or (parts and parts[-1].startswith(".")):
         return False
     name = parts[-1] if parts else ""
     if name.endswith(IGNORED_SUFFIXES) or name == "4913":  # vim probes with a file named 4913
@@ -92,7 +99,7 @@ class FolderWatcher:
             try:
                 for events in watchfiles.watch(
                     *sorted(present),
-                    watch_filter=lambda _change, p: relevant(p),
+                    watch_filter=lambda _change, p: relevant(p, self.roots),
                     debounce=self.debounce_ms,
                     step=50,
                     stop_event=stop,

@@ -169,6 +169,7 @@ def test_status_shows_failed_files_with_the_reason(tmp_path: Path) -> None:
 )
 def test_which_changes_wake_the_watcher(path: str, expected: bool) -> None:
     assert relevant(path) is expected
+    assert relevant(path.replace("/n/", "/home/u/.notes/n/"), [Path("/home/u/.notes/n")]) is expected
 
 
 def test_removed_text_leaves_the_write_ahead_log_while_serving(tmp_path: Path) -> None:
