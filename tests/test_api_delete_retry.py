@@ -42,3 +42,11 @@ def test_a_second_delete_completes_one_whose_publish_failed(
         assert victim["doc_id"] not in after
         assert client.delete(f"/v1/documents/{victim['doc_id']}").status_code == 404
         assert victim["doc_id"] in listed  # searches still saw it after the failed publish
+
+
+def test_ingest_by_path_only_from_the_servers_machine(tmp_path: Path) -> None:
+    settings = api_settings(tmp_path)
+    with TestClient(create_app(settings)) as client:  # its client address is "testclient"
+        res = client.post("/v1/ingest", json={"paths": [str(tmp_path)]})
+        assert res.status_code == 403
+        assert res.json()["error"]["hint"] == "upload the files with POST /v1/documents instead"

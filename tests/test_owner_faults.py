@@ -248,3 +248,31 @@ def test_rag_ingest_watch_owns_syncs_and_stops_cleanly_on_sigterm(tmp_path: Path
             proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+
+
+def test_sigterm_during_an_ingest_job_exits_0_and_keeps_what_was_committed(tmp_path: Path) -> None:
+    folder = tmp_path / "notes"
+    write_notes(folder, 600)
+    data = tmp_path / "data"
+    env = rag_env(data)
+    server = start_server(data, env=env)
+    job = httpx.post(f"{server.url}/v1/ingest", json={"paths": [str(folder)]}, trust_env=False).json()
+
+    def running() -> bool:
+        state = httpx.get(f"{server.url}/v1/jobs/{job['id']}", trust_env=False).json()
+        return bool(state["status"] == "running" and state["progress"].get("done", 0) > 0)
+
+    wait_until(running, timeout=60, step=0.01)
+    t0 = time.monotonic()
+    code, log = server.stop(signal.SIGTERM)
+    assert code == 0, log
+    assert time.monotonic() - t0 < 30
+    assert "Traceback" not in log and "shutdown failed" not in log.lower()
+    check_stores(data)
+    again = start_server(data, env=env)  # what was committed is there; a re-run finishes the rest
+    try:
+        report = rag_json(data, "ingest", str(folder), env=env)
+        assert report["added"] + report["unchanged"] == 600 and report["documents"] == 600
+    finally:
+        code, log = again.stop()
+    assert code == 0, log
