@@ -32,6 +32,9 @@ A damaged sequence gets the characters its bytes could have been, and the
 characters are chosen with their neighbours on a word lattice
 (``_best_reading``): Viterbi over jieba's dictionary words that the candidates
 can spell, scored by word log-probability, so 模型 beats 模友 and 环境 beats 灯境.
+The word probabilities mix jieba's counts (newspaper-era text) with wordfreq's
+Chinese list (web, subtitles, Wikipedia: closer to the words notes use, so 这台机器
+beats 这小机器), weighted by ``_WORDFREQ_WEIGHT``.
 In a document with enough damage, a second round adds the document's own
 preference (``_document_prior``): the characters that a damaged sequence became
 inside unambiguous dictionary words elsewhere in the file. Runs are only
@@ -47,7 +50,8 @@ simplified form (the single-character mappings of ``zhconv``'s ``zh2Hans``
 table), and words are looked up by their simplified form. Without zhconv,
 Big5 detection of very short texts gets less reliable. The character table is
 built on first use (about 0.3 s of CPU), the word table on the first lossy
-repair (about 0.5 s).
+repair (about 1.5 s with wordfreq's list; without wordfreq installed the word
+table is jieba's alone and restores fewer characters, see the bench).
 
 Measured with ``bench/bench_encoding.py`` (``bench/results/encoding.md``): see
 there for the share of CJK characters restored under each loss pattern on
@@ -79,7 +83,7 @@ __all__ = ["REPAIR_VERSION", "Decoded", "decode_bytes", "repair_mojibake"]
 
 # Bumped whenever ``repair_mojibake`` can give a different result for the same input, so that
 # documents repaired by an older version are processed again.
-REPAIR_VERSION = 2
+REPAIR_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -192,12 +196,20 @@ class _CharModel:
         words, counts = _read_jieba_dict()
         total = float(counts.sum())
         log_total = math.log(total)
+        share: dict[str, float] = {}
+        for w, n in zip(words, counts.tolist(), strict=True):
+            if n > 0:
+                share[w] = n / total
+        web = _read_wordfreq()
+        if web:  # a mixture of the two: jieba's counts with the weight 1 - _WORDFREQ_WEIGHT
+            for w in share:
+                share[w] *= 1.0 - _WORDFREQ_WEIGHT
+            for w, f in web.items():
+                share[w] = share.get(w, 0.0) + _WORDFREQ_WEIGHT * f
         logp: dict[str, float] = {}
         following: dict[str, set[str]] = {}
-        for w, n in zip(words, counts.tolist(), strict=True):
-            if n <= 0:
-                continue
-            logp[w] = _WORD_SCALE * (math.log(n) - log_total) + _TOKEN_COST
+        for w, p in share.items():
+            logp[w] = _WORD_SCALE * math.log(p) + _TOKEN_COST
             for k in range(1, len(w)):
                 following.setdefault(w[:k], set()).add(w[k])
         self.word_logp = logp
@@ -244,6 +256,19 @@ _LATIN_IN_WORD_RE = re.compile(r"(?<=[A-Za-z])[À-ÖØ-öø-ÿ]|[À-ÖØ-öø-ÿ
 # makes of "°C" or "µM" (a high byte and the ASCII byte after it); rare in real Chinese text.
 _CJK_CLASS = "\u3000-\u303f\u3400-\u9fff\uf900-\ufaff\uff00-\uffef"
 _LONE_CJK_RE = re.compile(f"(?<![{_CJK_CLASS}])[\u3400-\u9fff\uf900-\ufaff](?![{_CJK_CLASS}])")
+
+
+def _read_wordfreq() -> dict[str, float]:
+    """wordfreq's Chinese word frequencies (its "large" list), words of CJK characters only.
+
+    Empty when wordfreq is not installed; the word model then rests on jieba's counts alone.
+    """
+    try:
+        import wordfreq
+    except ModuleNotFoundError:
+        return {}
+    freqs: dict[str, float] = wordfreq.get_frequency_dict("zh", "large")
+    return {w: f for w, f in freqs.items() if all(_is_cjk(ord(c)) for c in w)}
 
 
 def _read_jieba_dict() -> tuple[list[str], npt.NDArray[np.int64]]:
@@ -365,6 +390,8 @@ _EXPECTED_COUNT_DISCOUNT = 0.5
 _WINDOW = 3  # undamaged characters on each side of a damaged one that take part in the choice
 _LOGP_UNKNOWN_CJK_WORD = -3.0  # extra cost of a CJK character that is not a word on its own
 _WORD_SCALE = 1.0  # weight of the word log-probabilities
+# Share of wordfreq's frequencies in the word probabilities (the rest: jieba's counts).
+_WORDFREQ_WEIGHT = 0.75
 # Cost of each word on the path: favours readings that form dictionary words over readings
 # made of frequent single characters (步数 over 来+数).
 _TOKEN_COST = -3.0
@@ -696,6 +723,31 @@ def _options(
     return options
 
 
+def _read_window(
+    model: _CharModel,
+    cands: list[_Cands],
+    chars: list[str],
+    spans: dict[int, tuple[tuple[str, ...], int]],
+    lo: int,
+    hi: int,
+    record: bool,
+) -> None:
+    """Choose the characters of positions lo..hi-1 (memoised by the window's candidates)."""
+    window = tuple(cands[lo:hi])
+    reading = _WINDOWS.get(window)
+    if reading is None:
+        if len(_WINDOWS) >= _MAX_MEMO:
+            _WINDOWS.clear()
+        reading = _WINDOWS[window] = _best_reading(model, cands[lo:hi])
+    at = lo
+    for word in reading:
+        for off, c in enumerate(word):
+            if record and len(word) > 1:
+                spans[at] = (word, off)
+            chars[at] = c
+            at += 1
+
+
 def _render(
     parse: _RunParse,
     model: _CharModel | None,
@@ -739,6 +791,7 @@ def _render(
                 k += 1
                 hi = damaged[k] + _WINDOW + 1
             hi = min(hi, len(cands))
+            state, fed_before = dict(brackets.open), fed
             for m in range(first, k + 1):
                 # Bracket balance from everything decided before this sequence (earlier choices too).
                 d = damaged[m]
@@ -751,20 +804,25 @@ def _render(
                 if not options:
                     return None
                 cands[d] = options
-            window = tuple(cands[lo:hi])
-            reading = _WINDOWS.get(window)
-            if reading is None:
-                if len(_WINDOWS) >= _MAX_MEMO:
-                    _WINDOWS.clear()
-                reading = _WINDOWS[window] = _best_reading(model, cands[lo:hi])
-            at = lo
-            for word in reading:
-                if cache.record and len(word) > 1:
-                    for off in range(len(word)):
-                        spans[at + off] = (word, off)
-                for c in word:
-                    chars[at] = c
-                    at += 1
+            _read_window(model, cands, chars, spans, lo, hi, cache.record)
+            if k > first:
+                # A later sequence of the window saw the earlier ones' first candidates: redo the
+                # bracket balance with the characters chosen ("「锣鼓点」。身份、性格": after the
+                # first 」 the pair is closed, so the second sequence is 、, not another 」).
+                brackets.open, fed = state, fed_before
+                changed = False
+                for m in range(first, k + 1):
+                    d = damaged[m]
+                    seen = "".join(chars[fed:d])
+                    if _BRACKET_RE.search(seen):
+                        brackets.update(seen)
+                    fed = d
+                    options = _options(model, tokens[m], brackets, losses, script, cache)
+                    if options != cands[d]:
+                        cands[d] = options
+                        changed = True
+                if changed:
+                    _read_window(model, cands, chars, spans, lo, hi, cache.record)
             k += 1
         if cache.record:
             cache.choices.extend(

@@ -518,3 +518,19 @@ def test_candidates_of_a_damaged_sequence() -> None:
     # A bare lead byte of a 3-byte character: both continuation bytes are lost ones.
     lone = dict(_candidates("\xe3", tuple(sorted(PRE1998_LOST))))
     assert lone["、"] == (0x80, 0x81)  # E3 80 81
+
+
+@pytest.mark.parametrize("pattern", ["five", "real"])
+def test_word_frequencies_of_current_text(pattern: str) -> None:
+    # 台 (E5 8F B0) without 0x8F reads as 小 too; jieba's newspaper counts prefer 这小,
+    # wordfreq's web and subtitle counts know 这台机器.
+    pytest.importorskip("wordfreq")
+    text = "这台机器有两张显卡。"
+    assert repair_mojibake(mangle_losing(text, PATTERNS[pattern]))[0] == text
+
+
+def test_bracket_balance_within_one_window() -> None:
+    # Both 」 and 、 lost 0x81/0x8D and sit in one window: once the first is chosen as 」, the
+    # pair is closed and the second is 、 (it used to become a second 」).
+    text = "称为「锣鼓点」。身份、性格"
+    assert repair_mojibake(mangle_losing(text, REAL_LOST))[0] == text
