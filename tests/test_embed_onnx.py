@@ -1,0 +1,80 @@
+"""e5-small on ONNX Runtime: the export matches torch, int8 stays close under its own name, files live in the model cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag.embed import make_embedder, resolve_runtime
+from rag.embed.e5 import E5Embedder
+from rag.errors import ConfigError
+from tests.test_embed import TINY_TEXTS, tiny_model  # noqa: F401 (fixture)
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+Tiny = tuple[Path, dict[str, np.ndarray]]
+
+
+def test_onnx_fp32_matches_torch_and_int8_stays_close(tiny_model: Tiny, tmp_path: Path) -> None:  # noqa: F811
+    source = tiny_model[0]
+    torch_emb = E5Embedder(source=source, cache_dir=tmp_path, device="cpu", batch_size=3)
+    onnx_emb = E5Embedder(source=source, cache_dir=tmp_path, device="cpu", batch_size=3, runtime="onnx")
+    int8_emb = E5Embedder(source=source, cache_dir=tmp_path, device="cpu", batch_size=3, runtime="onnx-int8")
+    ref = torch_emb.embed_passages(TINY_TEXTS)
+    np.testing.assert_allclose(onnx_emb.embed_passages(TINY_TEXTS), ref, atol=1e-5)
+    np.testing.assert_allclose(
+        onnx_emb.embed_queries(TINY_TEXTS[:2]), torch_emb.embed_queries(TINY_TEXTS[:2]), atol=1e-5
+    )
+    int8 = int8_emb.embed_passages(TINY_TEXTS)
+    cosine = np.sum(int8 * ref, axis=1)
+    assert cosine.min() > 0.95 and not np.allclose(int8, ref, atol=1e-5)
+    # the same vectors keep the name (one embedding cache); int8 vectors get their own
+    assert onnx_emb.name == torch_emb.name == "e5:tiny-q4" and int8_emb.name == "e5:tiny-q4+int8"
+    assert {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")} == {
+        "e5-small",
+        "e5-small-onnx",
+        "e5-small-onnx-int8",
+    }
+    assert (tmp_path / "e5-small-onnx" / "model.onnx").is_file()
+    assert "onnx_export_s" in onnx_emb.load_stats
+    # same batches: dynamic quantisation scales activations per batch tensor, so int8 vectors
+    # depend (slightly) on which texts share a batch
+    again = E5Embedder(source=source, cache_dir=tmp_path, device="cpu", batch_size=3, runtime="onnx-int8")
+    np.testing.assert_array_equal(again.embed_passages(TINY_TEXTS), int8)
+    assert "onnx_export_s" not in again.load_stats  # exported once per model cache
+
+
+def test_onnx_without_a_cache_exports_in_memory(tiny_model: Tiny) -> None:  # noqa: F811
+    emb = E5Embedder(source=tiny_model[0], device="cpu", runtime="onnx")
+    ref = E5Embedder(source=tiny_model[0], device="cpu")
+    np.testing.assert_allclose(emb.embed_passages(TINY_TEXTS), ref.embed_passages(TINY_TEXTS), atol=1e-5)
+
+
+def test_runtime_choices(tiny_model: Tiny) -> None:  # noqa: F811
+    with pytest.raises(ConfigError, match="runtime"):
+        E5Embedder(source=tiny_model[0], device="cpu", runtime="tensorrt")
+    assert resolve_runtime("onnx", "cpu") == "onnx"
+    assert resolve_runtime("auto", "cuda") == "torch"
+    assert resolve_runtime("auto", "cpu") in ("torch", "onnx", "onnx-int8")
+
+
+def test_onnx_runtime_on_a_gpu_is_refused(tiny_model: Tiny) -> None:  # noqa: F811
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no GPU: device 'cuda' is refused earlier")
+    with pytest.raises(ConfigError, match="CPU only"):
+        E5Embedder(source=tiny_model[0], device="cuda", runtime="onnx")
+
+
+@pytest.mark.slow
+def test_real_e5_small_on_onnx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAG_MODEL_DIR", str(tmp_path))
+    texts = ["怎样用 docker 在 GPU 上启动 ollama？", "Ollama listens on port 11434 by default."]
+    ref = make_embedder("e5-small", device="cpu", runtime="torch").embed_passages(texts)
+    fp32 = make_embedder("e5-small", device="cpu", runtime="onnx").embed_passages(texts)
+    int8 = make_embedder("e5-small", device="cpu", runtime="onnx-int8").embed_passages(texts)
+    assert np.sum(fp32 * ref, axis=1).min() > 0.99999
+    assert np.sum(int8 * ref, axis=1).min() > 0.97
