@@ -534,3 +534,28 @@ def test_bracket_balance_within_one_window() -> None:
     # pair is closed and the second is 、 (it used to become a second 」).
     text = "称为「锣鼓点」。身份、性格"
     assert repair_mojibake(mangle_losing(text, REAL_LOST))[0] == text
+
+
+def _note_paragraphs(n: int) -> list[str]:
+    """The bench's synthetic note paragraphs (``bench/note_text.py``)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "note_text.py"
+    spec = importlib.util.spec_from_file_location("note_text", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    paragraphs: list[str] = module.note_paragraphs(n)
+    return paragraphs
+
+
+def test_one_long_file_keeps_its_words() -> None:
+    # A long file's own prior must not override words: at full weight, the many 来 of 来说 and
+    # 以来 turned every 连接 into 运来 (98.4 % of CJK characters right on this file).
+    pytest.importorskip("wordfreq")
+    text = "\n\n".join(_note_paragraphs(200))
+    fixed, _ = repair_mojibake(mangle_losing(text, REAL_LOST))
+    starts = [i for i in range(len(text)) if text.startswith("连接", i)]
+    assert len(starts) > 50
+    assert all(fixed[i : i + 2] == "连接" for i in starts)
+    assert cjk_right(text, fixed) >= 0.992  # measured: 99.33 %
