@@ -8,6 +8,7 @@ non-zero exit code; tracebacks are reserved for bugs.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,24 @@ from cli.common import common_options, emit_json, progress_bar
 from rag import __version__
 from rag.errors import RagError
 from rag.settings import Settings
+
+#: When the process started (``perf_counter`` time), set by :func:`main`; None when the commands
+#: are invoked otherwise (tests), where each command's own start counts.
+_PROCESS_STARTED: float | None = None
+
+
+def _process_age_s() -> float:
+    """Seconds since this process started (0 where /proc cannot tell)."""
+    import os
+
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 class RagGroup(click.Group):
@@ -94,6 +113,7 @@ def ingest(
       rag ingest ~/notes --json | jq .failed
       rag ingest ~/notes --watch
     """
+    started = _PROCESS_STARTED if _PROCESS_STARTED is not None else time.perf_counter()
     from cli.remote import owner_client, owner_of
     from rag.owner import owned_error
 
@@ -127,11 +147,19 @@ def ingest(
         settings.ingest.exclude = [*settings.ingest.exclude, *exclude]
     if no_redact:
         settings.ingest.redact_secrets = False
-    _ingest_here(list(paths), settings, as_json=as_json, watch=watch)
+    _ingest_here(list(paths), settings, as_json=as_json, watch=watch, started=started)
 
 
-def _ingest_here(paths: list[Path], settings: Settings, *, as_json: bool, watch: bool) -> None:
-    """The ingest in this process, which owns the data dir meanwhile (searches elsewhere go on)."""
+def _ingest_here(
+    paths: list[Path], settings: Settings, *, as_json: bool, watch: bool, started: float
+) -> None:
+    """The ingest in this process, which owns the data dir meanwhile (searches elsewhere go on).
+
+    Search first, dense later: the chunk store and the BMX index are committed before the
+    dense leg embeds, so `rag search` and `rag ask` work from then on; the dense phase
+    commits in small batches, so a run stopped during it continues where it stopped.
+    ``took_s`` is the command's wall time; ``phases`` splits it (``start``: imports, taking
+    the data dir, opening the store and legs)."""
     from ingest.publish import ingest_and_publish
     from rag.engine import Engine
     from rag.filestatus import FileStatusBook
@@ -140,23 +168,99 @@ def _ingest_here(paths: list[Path], settings: Settings, *, as_json: bool, watch:
     command = "rag ingest --watch" if watch else "rag ingest"
     with Ownership.acquire(settings.data_dir, "ingest", command=command):
         status = FileStatusBook(settings.data_dir)
-        with Engine.open(settings, create=True) as engine:
-            with progress_bar(enabled=not as_json, label="ingesting") as progress:
+        engine = Engine.open(settings, create=True)
+        try:
+            opening = time.perf_counter() - started
+            with PhaseBoard(enabled=not as_json) as board:
                 outcome = ingest_and_publish(
                     paths,
                     settings,
                     engine,
                     engine.store,
-                    progress=progress,
-                    publish_progress=progress,
+                    progress=board.reader,
+                    publish_progress=board.update,
                     status=status,
                 )
+                phases = {"start": opening, **outcome.report.phases}
+                if not watch:  # closing builds the vector index: part of the ingest's time
+                    for name, seconds in engine.close().items():
+                        phases[name] = phases.get(name, 0.0) + seconds
+            outcome.report.phases = phases
+            outcome.report.took_s = time.perf_counter() - started
             if as_json:
                 emit_json(outcome.as_dict())
             else:
                 _print_ingest_report(outcome.as_dict(), settings)
             if watch:
                 _watch_here(paths, settings, engine, status, as_json=as_json)
+        finally:
+            engine.close()
+
+
+#: Progress rows of `rag ingest`, in order, with what each counts.
+PHASE_ROWS = {
+    "read": "read + extract + chunk (files)",
+    "bmx": "BMX index (chunks)",
+    "graph": "entity graph (chunks)",
+    "embed": "embed (chunks)",
+    "vectors": "vector index (chunks)",
+}
+
+
+class PhaseBoard:
+    """One progress row per ingest phase (with its own ETA) on stderr when it is a terminal."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        import sys
+
+        self.enabled = enabled and sys.stderr.isatty()
+        self._bar: Any = None
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> PhaseBoard:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn("{task.description:<30}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                TextColumn("[dim]{task.fields[item]}", justify="left"),
+                console=Console(stderr=True),
+            )
+            self._bar.__enter__()
+        return self
+
+    def reader(self, done: int, total: int, item: str) -> None:
+        """Progress of the file pass (read, extract, chunk, store)."""
+        self._report("read", done, total, item)
+
+    def update(self, done: int, total: int, item: str) -> None:
+        """Progress of a leg; ``item`` names the phase (``bmx``, ``embed``, ``vectors``, ``graph``)."""
+        self._report(item if item in PHASE_ROWS else "bmx", done, total, "")
+
+    def _report(self, phase: str, done: int, total: int, item: str) -> None:
+        if self._bar is None:
+            return
+        task = self._tasks.get(phase)
+        if task is None:
+            task = self._tasks[phase] = self._bar.add_task(PHASE_ROWS[phase], total=total, item="")
+        self._bar.update(task, completed=done, total=total, item=item[-50:])
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
 
 
 def _watch_here(paths: list[Path], settings: Settings, engine: Any, status: Any, *, as_json: bool) -> None:
@@ -209,6 +313,12 @@ def _print_ingest_report(r: dict[str, Any], settings: Settings) -> None:
     table.add_row("documents", str(r["documents"]))
     table.add_row("chunks", str(r["chunks"]))
     table.add_row("took", f"{r['took_s']:.2f} s")
+    phases = r.get("phases") or {}
+    if phases:
+        table.add_row(
+            "phases",
+            ", ".join(f"{name} {seconds:.2f} s" for name, seconds in phases.items() if seconds >= 0.005),
+        )
     out.print(table)
     if r["redactions"]:
         total = sum(r["redactions"].values())
@@ -250,8 +360,6 @@ def search(query: str | None, k: int, mode: str, batch: Any, settings: Settings,
       rag search "docker commit" -k 5 --mode sparse --json
       printf '{"_id":"q1","text":"num_ctx"}\\n' | rag search --batch - > results.jsonl
     """
-    import time
-
     from rag.engine import Engine
     from rag.errors import InputError
 
@@ -291,12 +399,25 @@ def search(query: str | None, k: int, mode: str, batch: Any, settings: Settings,
         t0 = time.perf_counter()
         hits = retriever.search(query, k, mode)  # type: ignore[arg-type]
         took = (time.perf_counter() - t0) * 1000
+        coverage = engine.dense_coverage()
     if as_json:
-        emit_json(
-            {"query": query, "mode": mode, "took_ms": round(took, 2), "hits": [h.as_dict() for h in hits]}
-        )
+        result: dict[str, Any] = {
+            "query": query,
+            "mode": mode,
+            "took_ms": round(took, 2),
+            "hits": [h.as_dict() for h in hits],
+        }
+        if coverage is not None:  # a dense leg is configured: how much of it is built
+            result["dense_coverage"] = coverage
+        emit_json(result)
         return
     _print_hits(query, mode, took, [h.as_dict() for h in hits])
+    if coverage is not None and coverage < 1.0:
+        click.echo(
+            f"note: the dense leg covers {coverage:.0%} of the chunks so far (it is still embedding; "
+            "the rest are ranked by the other legs)",
+            err=True,
+        )
 
 
 def _batch_queries(batch: Any) -> Iterator[tuple[Any, str]]:
@@ -488,6 +609,8 @@ _register()
 
 
 def main() -> None:
+    global _PROCESS_STARTED
+    _PROCESS_STARTED = time.perf_counter() - _process_age_s()
     cli(prog_name="rag")
 
 

@@ -19,6 +19,7 @@ their embeddings: the embedding cache is keyed by chunk text.)
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -189,6 +190,9 @@ class IngestReport:
     documents: int = 0
     chunks: int = 0
     took_s: float = 0.0
+    #: wall seconds per phase: ``scan`` (walk, stat, manifest), ``read`` (read and extract text),
+    #: ``chunk``, ``store`` (chunk store commits); the publish adds the legs' phases
+    phases: dict[str, float] = field(default_factory=dict)
     reprocessed: int = 0  # of ``updated``: unchanged files re-read because their versions were older
     notes: list[dict[str, str]] = field(default_factory=list)
     redactions: dict[str, int] = field(default_factory=dict)
@@ -205,6 +209,7 @@ class IngestReport:
             "documents": self.documents,
             "chunks": self.chunks,
             "took_s": round(self.took_s, 3),
+            "phases": {name: round(seconds, 3) for name, seconds in self.phases.items()},
             "reprocessed": self.reprocessed,
             "notes": self.notes,
             "redactions": self.redactions,
@@ -245,25 +250,38 @@ class _Outcome:
     doc: ExtractedDocument | None = None  # None with no error: bytes unchanged
     chunks: list[Chunk] | None = None
     error: str | None = None
+    read_s: float = 0.0  # reading, hashing, extracting (in the worker)
+    chunk_s: float = 0.0
 
 
 def _read_and_chunk(job: _Job, ingest: IngestSettings, chunking: ChunkingSettings) -> _Outcome:
     """Pure per-file work (runs in a worker process): read, hash, extract, redact, chunk."""
     found = job.found
+    t0 = time.perf_counter()
     try:
         data = found.path.read_bytes()
         content_hash = hashlib.sha256(data).hexdigest()
         if content_hash == job.known_hash:
-            return _Outcome(content_hash=content_hash)
+            return _Outcome(content_hash=content_hash, read_s=time.perf_counter() - t0)
         doc = extract(data, job.fmt, ingest, name=found.source)
+        t1 = time.perf_counter()
         chunks = chunk_document(doc, doc_id=doc_id_for(found.path), source=found.source, chunking=chunking)
-        return _Outcome(content_hash=content_hash, doc=doc, chunks=chunks)
+        return _Outcome(
+            content_hash=content_hash,
+            doc=doc,
+            chunks=chunks,
+            read_s=t1 - t0,
+            chunk_s=time.perf_counter() - t1,
+        )
     except DocumentError as exc:
-        return _Outcome(error=exc.one_line())
+        return _Outcome(error=exc.one_line(), read_s=time.perf_counter() - t0)
     except OSError as exc:
-        return _Outcome(error=f"cannot read file: {exc.strerror or exc}")
+        return _Outcome(error=f"cannot read file: {exc.strerror or exc}", read_s=time.perf_counter() - t0)
     except Exception as exc:  # a bug or a library crash on one file must not stop the run
-        return _Outcome(error=f"internal error while reading: {type(exc).__name__}: {exc}")
+        return _Outcome(
+            error=f"internal error while reading: {type(exc).__name__}: {exc}",
+            read_s=time.perf_counter() - t0,
+        )
 
 
 def _outcomes(jobs: list[_Job], settings: Settings, workers: int) -> Iterator[tuple[_Job, _Outcome]]:
@@ -301,6 +319,7 @@ def sync_paths(
     """
     t0 = time.perf_counter()
     report = IngestReport()
+    clock = _Clock()
     files, roots = _collect(paths, settings.ingest)
     fingerprint = pipeline_fingerprint(settings)
     max_bytes = int(settings.ingest.max_file_mb * 1024 * 1024)
@@ -314,7 +333,7 @@ def sync_paths(
             nonlocal last_commit
             due = len(pending) >= settings.ingest.commit_every or time.monotonic() - last_commit > 2.0
             if pending and (force or due):
-                with store.transaction() as tx:
+                with clock.timing("store"), store.transaction() as tx:
                     for op in pending:
                         op(tx)
                 pending.clear()
@@ -327,34 +346,81 @@ def sync_paths(
             job = _plan(found, record, fingerprint, max_bytes, settings, report, pending)
             if job is not None:
                 jobs.append(job)
+        clock.add("scan", time.perf_counter() - t0)
         flush(force=True)
 
         done = len(files) - len(jobs)
-        for job, outcome in _outcomes(jobs, settings, settings.ingest.workers):
+        outcomes = _outcomes(jobs, settings, settings.ingest.workers)
+        worker = {"read": 0.0, "chunk": 0.0}
+        waited = 0.0
+        while True:
+            t = time.perf_counter()
+            item = next(outcomes, None)
+            waited += time.perf_counter() - t
+            if item is None:
+                break
+            job, outcome = item
+            worker["read"] += outcome.read_s
+            worker["chunk"] += outcome.chunk_s
             done += 1
             if progress:
-                progress(done, len(files), job.found.source)
-            _apply(job, outcome, existing[str(job.found.path)], fingerprint, settings.ingest, report, pending)
+                with clock.timing("publish"):  # a server publishes what is committed from here
+                    progress(done, len(files), job.found.source)
+            with clock.timing("store"):
+                _apply(
+                    job, outcome, existing[str(job.found.path)], fingerprint, settings.ingest, report, pending
+                )
             flush()
+        # the wall time spent waiting for outcomes, split as the workers spent it
+        busy = worker["read"] + worker["chunk"]
+        clock.add("read", waited * (worker["read"] / busy if busy else 1.0))
+        clock.add("chunk", waited * (worker["chunk"] / busy if busy else 0.0))
         flush(force=True)
 
+        t = time.perf_counter()
         seen = {str(f.path) for f in files}
         for root in roots:
             for doc in store.documents(under=str(root)):
                 if doc.path not in seen:
                     pending.append(functools.partial(StoreWriter.delete_document, doc_id=doc.doc_id))
                     report.deleted += 1
+        clock.add("scan", time.perf_counter() - t)
         flush(force=True)
-        if store.generation() != generation:
-            store.truncate_wal()  # replaced and deleted text leaves the disk now, not at some later checkpoint
+        with clock.timing("store"):
+            if store.generation() != generation:
+                store.truncate_wal()  # replaced and deleted text leaves the disk now, not at some later checkpoint
         if progress:
-            progress(len(files), len(files), "")
+            with clock.timing("publish"):
+                progress(len(files), len(files), "")
     finally:
         store.release_writer_lock()
+    t = time.perf_counter()
     report.documents = store.count_documents()
     report.chunks = store.count_chunks()
+    clock.add("store", time.perf_counter() - t)
     report.took_s = time.perf_counter() - t0
+    report.phases = {name: clock.seconds.get(name, 0.0) for name in ("scan", "read", "chunk", "store")}
+    if clock.seconds.get("publish"):
+        report.phases["publish"] = clock.seconds["publish"]
     return report
+
+
+class _Clock:
+    """Wall seconds per phase."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+    @contextlib.contextmanager
+    def timing(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(name, time.perf_counter() - t)
 
 
 def _plan(

@@ -121,14 +121,30 @@ def ingest_and_publish(
                 publishes.append(published)
             last = time.monotonic()
 
+    t0 = time.perf_counter()
     report = pipeline.sync_paths(list(paths), settings, writer, progress=step)
     if status is not None:
         # failed and failed_paths are filled together, in the same order
         sources = {path: row["path"] for path, row in zip(report.failed_paths, report.failed, strict=False)}
         status.settle(paths, report.failed_paths, sources)
-    final = publish(engine, writer, progress=publish_progress)
+
+    def leg_step(done: int, total: int, item: str) -> None:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("the ingest was stopped; what the dense leg embedded is kept")
+        if publish_progress is not None:
+            publish_progress(done, total, item)
+
+    final = publish(engine, writer, progress=leg_step)
     if final:
         publishes.append(final)
+    # phases: the pipeline's own, then each leg's across every publish (those made during the
+    # sync replace the pipeline's "publish" share, which is the same time)
+    phases = {k: v for k, v in report.phases.items() if k != "publish"}
+    for published in publishes:
+        for name, seconds in published.phases.items():
+            phases[name] = phases.get(name, 0.0) + seconds
+    report.phases = phases
+    report.took_s = time.perf_counter() - t0
     return IngestOutcome(report, publishes)
 
 

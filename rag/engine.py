@@ -15,11 +15,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rag.errors import InputError, StoreLockedError
-from rag.retrieval.legs import Leg, ProgressFn, SyncResult, dense_leg, sparse_leg
+from rag.retrieval.legs import (
+    LEG_PHASE,
+    Leg,
+    ProgressFn,
+    SyncResult,
+    dense_leg,
+    read_dense_progress,
+    sparse_leg,
+)
 from rag.retrieval.search import LEG_NAMES, Hit, Mode, Retriever
 from rag.settings import Settings
 from rag.store import ChunkStore
@@ -59,6 +67,8 @@ class Published:
     previous: int | None
     took_s: float
     locked_ms: float  # how long searches were held back (0 for an engine without readers)
+    #: seconds per ingest phase (``bmx``, ``graph``, ``embed``, ``vectors``)
+    phases: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -75,17 +85,29 @@ class Engine:
         self.store = store
         self._embedder = embedder
         self._legs: dict[str, Leg] = {}
+        self._opened: set[str] = set()  # legs whose opening a publish has counted in its phases
         self.warnings: list[str] = []
 
     @classmethod
     def open(cls, settings: Settings, *, create: bool = False, embedder: Embedder | None = None) -> Engine:
         return cls(settings, ChunkStore(settings.data_dir, create=create), embedder=embedder)
 
-    def close(self) -> None:
-        for leg in self._legs.values():
+    def close(self) -> dict[str, float]:
+        """Close the legs and the store; the seconds each took, by ingest phase (closing the
+        dense leg builds its vector index: ``vectors``)."""
+        took: dict[str, float] = {}
+        for name, leg in self._legs.items():
+            t = time.perf_counter()
             leg.close()
+            phase = "vectors" if name == "dense" else LEG_PHASE.get(name, name)
+            took[phase] = took.get(phase, 0.0) + time.perf_counter() - t
         self._legs.clear()
-        self.store.close()
+        if not getattr(self, "_closed", False):
+            t = time.perf_counter()
+            self.store.close()
+            took["store"] = time.perf_counter() - t
+            self._closed = True
+        return took
 
     def __enter__(self) -> Engine:
         return self
@@ -151,17 +173,48 @@ class Engine:
 
     def publish(self, *, force: bool = False, progress: ProgressFn | None = None) -> Published | None:
         """Bring every configured leg to the chunk store's committed state; None when all were
-        there already (unless ``force``). The caller holds the data dir's writer lock."""
+        there already (unless ``force``). The caller holds the data dir's writer lock.
+
+        Search first, dense later: the BMX leg (and the graph) sync before the dense leg, and
+        each saves its state when done, so searches in other processes work while the dense
+        leg still embeds (they use the legs they can open; see :meth:`legs_for`)."""
         t0 = time.perf_counter()
         generation = self.store.generation()
-        legs = {name: self.leg(name) for name in self.available_legs()}
+        phases: dict[str, float] = {}
+        legs: dict[str, Leg] = {}
+        for name in search_first(self.available_legs()):
+            t = time.perf_counter()
+            legs[name] = self.leg(name)  # opening one may load a model: part of its phase
+            if name not in self._opened:
+                self._opened.add(name)
+                phase = LEG_PHASE.get(name, name)
+                phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - t
         before = {name: leg.generation for name, leg in legs.items()}
         if not force and all(g == generation for g in before.values()):
             return None
-        for leg in legs.values():
-            leg.sync(self.store, progress)
+        for name, leg in legs.items():
+            add_phases(phases, leg.sync(self.store, phase_progress(name, progress)), name)
         previous = min((g for g in before.values() if g is not None), default=None)
-        return Published(generation, previous, time.perf_counter() - t0, 0.0)
+        return Published(generation, previous, time.perf_counter() - t0, 0.0, phases)
+
+    def dense_coverage(self) -> float | None:
+        """Share of the chunks the dense leg has embedded (None: no dense leg configured).
+
+        When another process holds the dense leg (an ingest embedding it), the share comes from
+        the progress it writes as it goes."""
+        if "dense" not in self.available_legs():
+            return None
+        leg = self._legs.get("dense")
+        coverage = getattr(leg, "coverage", None)
+        if coverage is not None:
+            return round(float(coverage(self.store)), 4)
+        info = read_dense_progress(self.settings.data_dir)
+        total = self.store.count_chunks()
+        if not total:
+            return 1.0
+        if info.get("generation") != self.store.generation():
+            return 0.0 if not info else round(min(1.0, int(info.get("embedded", 0)) / total), 4)
+        return round(min(1.0, int(info.get("embedded", 0)) / max(1, int(info.get("chunks", total)))), 4)
 
     def retriever(self, mode: Mode = "hybrid") -> Retriever:
         return Retriever(self.store, self.legs_for(mode), self.settings.retrieval)
@@ -180,4 +233,26 @@ class Engine:
             info: dict[str, Any] = {"in_sync": leg.generation == out["generation"]}
             info.update(leg.stats())
             out["legs"][name] = info
+        out["dense_coverage"] = self.dense_coverage()
         return out
+
+
+def search_first(names: Iterable[str]) -> list[str]:
+    """Legs in publishing order: the dense leg (slow: a model embeds every chunk) last."""
+    return sorted(names, key=lambda n: n == "dense")
+
+
+def phase_progress(leg: str, progress: ProgressFn | None) -> ProgressFn | None:
+    """``progress`` with each report named by the ingest phase of ``leg`` (the dense leg names its
+    own two phases, ``embed`` and ``vectors``)."""
+    if progress is None or leg == "dense":
+        return progress
+    phase = LEG_PHASE.get(leg, leg)
+    return lambda done, total, _item: progress(done, total, phase)
+
+
+def add_phases(phases: dict[str, float], result: SyncResult, leg: str) -> None:
+    """Add the seconds of one leg's sync to ``phases`` (a leg that names none: all under its phase)."""
+    parts = result.phases or ({LEG_PHASE.get(leg, leg): result.took_s} if result.took_s else {})
+    for name, seconds in parts.items():
+        phases[name] = phases.get(name, 0.0) + seconds

@@ -31,13 +31,19 @@ off to the side and swapped in at once.
     any lock; readers keep using the old copy. The sync costs 0.3-0.9 s at
     10k chunks (tokenizing, then an fsynced save), too long to make readers
     wait for;
-  - the dense leg cannot be copied (one handle on the exclusive vector store),
-    so its expensive part, embedding the new chunks, is done beforehand into
-    the embedding cache, outside the lock;
-  - then, under the *write* side of a readers-writer lock, the dense leg syncs
-    (cache hits and vector upserts only) and the store and sparse leg are
-    swapped. Searches take the *read* side, so they wait only for this short
-    swap and never see a mix.
+  - then, under the *write* side of a readers-writer lock, the store and sparse
+    leg are swapped. Searches take the *read* side, so they wait only for this
+    short swap and never see a mix.
+  - search first, dense later: the dense leg cannot be copied (one handle on the
+    exclusive vector store) and embedding is the slow part (minutes for a few
+    hundred chunks on 2 CPU cores), so it is not waited for. After the swap the
+    writer embeds the new chunks in small batches beside the searches; each
+    batch is committed to the embedding cache and upserted under the write
+    lock, so a search sees whole batches. Until it finishes the dense leg
+    covers part of the snapshot, and hybrid search leaves the chunks it has no
+    vector for to the other legs (:func:`rag.retrieval.legs.fill_uncovered`);
+    ``/health`` and search say how much it covers. A publish cut short (the
+    server stops) resumes where it stopped: the cache holds every batch done.
   - any other leg (the entity graph) syncs in place, so it too syncs under the
     write lock; every leg's ``prepare(store)`` (:class:`~rag.retrieval.legs.Leg`)
     is called first, outside the lock, for its slow part. The graph leg's ``prepare`` extracts
@@ -71,9 +77,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rag.engine import Engine, Published
+from rag.engine import Engine, Published, add_phases
 from rag.errors import StoreError
-from rag.retrieval.legs import Leg, ProgressFn
+from rag.retrieval.legs import DenseLeg, Leg, ProgressFn, SyncResult
 from rag.retrieval.search import Hit, Mode
 from rag.settings import Settings
 from rag.store import ChunkStore, StoreWriter
@@ -85,6 +91,8 @@ __all__ = ["COPY_ON_WRITE", "Published", "RWLock", "ServingEngine", "SnapshotSto
 
 #: Legs that are rebuilt beside the live copy and swapped in (their on-disk index can be opened twice).
 COPY_ON_WRITE = frozenset({"sparse"})
+#: Legs that catch up after the swap, beside the searches (slow to build, partial coverage is usable).
+DENSE_LATER = frozenset({"dense"})
 
 
 class RWLock:
@@ -262,12 +270,21 @@ class ServingEngine(Engine):
         with self.lock.write(), store.unpinned():
             return writer.truncate_now()
 
+    def _sync_beside(self, leg: Leg, store: ChunkStore, progress: ProgressFn | None) -> SyncResult:
+        """Sync ``leg`` to the published ``store`` while searches go on: its writes take the write
+        lock batch by batch (a leg without that ability syncs under the lock at once)."""
+        if isinstance(leg, DenseLeg):
+            return leg.sync(store, progress, guard=self.lock.write)
+        with self.lock.write():
+            return leg.sync(store, progress)
+
     def publish(self, *, force: bool = False, progress: ProgressFn | None = None) -> Published | None:
         """Make the latest committed state of the chunk store the one every search sees.
 
         Only one thread may call this (the writer thread), holding the data dir's writer
-        lock. None when nothing changed. ``progress`` is not reported (the slow parts run
-        beside the searches).
+        lock. None when nothing changed. The store and the BMX leg are swapped in first; the
+        dense leg then embeds what is new beside the searches, reporting to ``progress``
+        (``embed``, ``vectors``), which may raise to stop it (what is embedded is kept).
         """
         t0 = time.perf_counter()
         new = SnapshotStore(self.settings.data_dir)
@@ -276,21 +293,25 @@ class ServingEngine(Engine):
             new.close()
             return None
         fresh: dict[str, Leg] = {}
+        phases: dict[str, float] = {}
         swapped = False
+        later = {name: leg for name, leg in self._legs.items() if name in DENSE_LATER}
         try:
             for name in self._legs:
                 if name in COPY_ON_WRITE:
                     leg = self._make_leg(name)
                     fresh[name] = leg
-                    leg.sync(new)
+                    add_phases(phases, leg.sync(new), name)
             for name, leg in self._legs.items():
-                if name not in fresh:
+                if name not in fresh and name not in later:
+                    t = time.perf_counter()
                     leg.prepare(new)
+                    add_phases(phases, SyncResult(0, 0, time.perf_counter() - t), name)
             with self.lock.write():
                 t_lock = time.perf_counter()
                 for name, leg in self._legs.items():
-                    if name not in fresh:
-                        leg.sync(new)
+                    if name not in fresh and name not in later:
+                        add_phases(phases, leg.sync(new), name)
                 old_store, self.store = self.store, new
                 old_legs = {name: self._legs[name] for name in fresh}
                 self._legs.update(fresh)
@@ -304,7 +325,9 @@ class ServingEngine(Engine):
                 new.close()
                 for leg in fresh.values():
                     leg.close()
-        result = Published(new.generation(), previous, time.perf_counter() - t0, locked_ms)
+        for name, leg in later.items():  # searchable already; the dense leg catches up beside the searches
+            add_phases(phases, self._sync_beside(leg, new, progress), name)
+        result = Published(new.generation(), previous, time.perf_counter() - t0, locked_ms, phases)
         self.last_publish = result
         self.publishes += 1
         return result

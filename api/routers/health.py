@@ -36,8 +36,9 @@ HEALTH_EXAMPLE: dict[str, Any] = {
         "generation": 7,
         "in_sync": True,
         "legs": {"sparse": {"chunks": 240, "generation": 7, "in_sync": True}},
+        "dense_coverage": None,
     },
-    "vector_store": {"status": "disabled", "backend": "edge", "points": None},
+    "vector_store": {"status": "disabled", "backend": "edge", "points": None, "coverage": None},
     "llm": {"backend": "ollama", "model": "qwen2.5:7b-instruct", "reachable": True, "model_present": True},
     "jobs": {"queued": 0, "running": 0},
 }
@@ -86,12 +87,18 @@ def index_health(status: dict[str, Any], settings: Settings) -> tuple[dict[str, 
         "generation": status["generation"],
         "in_sync": all(leg.get("in_sync", True) for leg in legs.values()),
         "legs": legs,
+        # share of the chunks the dense leg has embedded: below 1 while it catches up after an
+        # ingest (searches work meanwhile; chunks without a vector are ranked by the other legs)
+        "dense_coverage": status.get("dense_coverage"),
     }
     dense = legs.get("dense")
+    coverage = status.get("dense_coverage")
+    building = dense is not None and coverage is not None and coverage < 1.0
     vectors: dict[str, Any] = {
         "backend": settings.vectors.backend,
-        "status": "disabled" if dense is None else "ok",
+        "status": "disabled" if dense is None else "building" if building else "ok",
         "points": None if dense is None else dense.get("chunks"),
+        "coverage": None if dense is None else coverage,
     }
     return index, vectors
 

@@ -18,7 +18,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -40,10 +40,20 @@ class SyncResult:
     added: int
     removed: int
     took_s: float
+    #: seconds per ingest phase this sync spent (``bmx``; ``embed`` and ``vectors``; ``graph``)
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 #: Chunks embedded per batch when :meth:`DenseLeg.prepare` warms the embedding cache.
 WARM_BATCH = 256
+#: Chunks per dense batch in :meth:`DenseLeg.sync`: each batch is embedded (and committed to the
+#: embedding cache), then upserted, so a run killed half way loses at most one batch of model time.
+#: Small, because on 2 CPU cores e5-small embeds 3-10 chunks/s.
+DENSE_BATCH = 16
+#: The dense leg makes its vector upserts durable (and writes its progress file) at least this often.
+DENSE_FLUSH_S = 5.0
+#: Name of the phase each leg's sync reports (``rag ingest --json`` ``phases``; progress items).
+LEG_PHASE = {"sparse": "bmx", "dense": "embed", "graph": "graph"}
 
 
 class Leg(Protocol):
@@ -140,12 +150,13 @@ class SparseLeg:
             self.index.upsert([c.chunk_id for c in chunks], [self.tokenizer(c.index_text()) for c in chunks])
             done += len(chunks)
             if progress:
-                progress(done, len(add), "BMX index")
+                progress(done, len(add), "bmx")
         self.dir.mkdir(parents=True, exist_ok=True)
         self.index.save(self.dir / "bmx")
         _write_state(self._state_path, {"params": self._params, "generation": generation})
         self.generation = generation
-        return SyncResult(len(add), len(remove), time.perf_counter() - t0)
+        took = time.perf_counter() - t0
+        return SyncResult(len(add), len(remove), took, {"bmx": took})
 
     def prepare(self, store: ChunkStore) -> None:
         """Nothing to do ahead: a publish syncs a second copy of this leg off to the side."""
@@ -161,7 +172,16 @@ class SparseLeg:
 
 
 class DenseLeg:
-    """Embeddings of chunk text in a vector store; an embedding cache avoids re-embedding unchanged text."""
+    """Embeddings of chunk text in a vector store; an embedding cache avoids re-embedding unchanged text.
+
+    The dense leg may lag behind the others: :meth:`sync` embeds in batches of
+    :data:`DENSE_BATCH`, each committed to the embedding cache as soon as it is embedded and
+    upserted into the vector store, so a run killed half way resumes where it stopped (the
+    cache answers for everything already embedded). Until a sync finishes, the leg covers part
+    of the store (:meth:`coverage`); hybrid search leaves the rest to the other legs
+    (:func:`fill_uncovered`). ``progress.json`` beside the index tells other processes how
+    far it got.
+    """
 
     name = "dense"
 
@@ -172,7 +192,7 @@ class DenseLeg:
         cache: EmbeddingCache,
         vectors: VectorStore,
         *,
-        batch: int = 256,
+        batch: int = DENSE_BATCH,
     ) -> None:
         self.dir = directory
         self.embedder = embedder
@@ -181,17 +201,33 @@ class DenseLeg:
         self.batch = batch
         self._state_path = directory / f"state-{_safe(embedder.name)}.json"
         self.generation: int | None = _read_state(self._state_path).get("generation")
+        self._ids: set[str] | None = None  # ids in the vector store, loaded on first need
+
+    def embedded_ids(self) -> set[str]:
+        """Chunk ids that have a vector (kept in step by :meth:`sync`)."""
+        if self._ids is None:
+            self._ids = set(self.vectors.ids())
+        return self._ids
+
+    def coverage(self, store: ChunkStore) -> float:
+        """Share of ``store``'s chunks with a vector (1.0 when the leg reflects its generation)."""
+        if self.generation == store.generation():
+            return 1.0
+        total = store.count_chunks()
+        if not total:
+            return 1.0
+        return min(1.0, len(self.embedded_ids() & store.chunk_ids()) / total)
 
     def prepare(self, store: ChunkStore) -> None:
         """Embed (into the embedding cache) the chunks of ``store`` the vector store lacks, so
         the sync that follows finds every vector in the cache and only upserts."""
-        missing = sorted(store.chunk_ids() - self.vectors.ids())
+        missing = sorted(store.chunk_ids() - self.embedded_ids())
         for i in range(0, len(missing), WARM_BATCH):
             chunks = store.get_chunks(missing[i : i + WARM_BATCH])
             self.cache.embed_passages(self.embedder, [c.index_text() for c in chunks])
 
     def stats(self) -> dict[str, Any]:
-        return {"chunks": self.vectors.count(), "model": self.embedder.name}
+        return {"chunks": len(self.embedded_ids()), "model": self.embedder.name}
 
     def flush(self) -> None:
         flush = getattr(self.vectors, "flush", None)
@@ -204,30 +240,110 @@ class DenseLeg:
         qv = self.embedder.embed_queries([query])[0]
         return dict(self.vectors.search(qv, k))
 
-    def sync(self, store: ChunkStore, progress: ProgressFn | None = None) -> SyncResult:
+    def sync(
+        self,
+        store: ChunkStore,
+        progress: ProgressFn | None = None,
+        *,
+        guard: Callable[[], Any] | None = None,
+    ) -> SyncResult:
+        """Bring the vectors to ``store``: removals first, then the missing chunks batch by batch.
+
+        ``guard`` (a context manager factory) is entered around each write to the vector store
+        (the serving engine passes its write lock, so searches see whole batches)."""
         t0 = time.perf_counter()
         generation = store.generation()
         if generation == self.generation:
             return SyncResult(0, 0, 0.0)
-        add, remove = _diff(store, self.vectors.ids())
-        if remove:
-            self.vectors.delete(remove)
+        phases = {"embed": 0.0, "vectors": 0.0}
+        have = self.embedded_ids()
+        want = store.chunk_ids()
+        add, remove = sorted(want - have), sorted(have - want)
+        t = time.perf_counter()
+        with _guarded(guard):
+            if remove:
+                self.vectors.delete(remove)
+                have.difference_update(remove)
+        phases["vectors"] += time.perf_counter() - t
         done = 0
+        last_flush = time.monotonic()
+        self._write_progress(store, generation, len(want & have), len(want))
         for i in range(0, len(add), self.batch):
+            t = time.perf_counter()
             chunks = store.get_chunks(add[i : i + self.batch])
             vecs = self.cache.embed_passages(self.embedder, [c.index_text() for c in chunks])
-            self.vectors.upsert([c.chunk_id for c in chunks], vecs)
+            phases["embed"] += time.perf_counter() - t
             done += len(chunks)
             if progress:
-                progress(done, len(add), f"embedding ({self.embedder.name})")
+                progress(done, len(add), "embed")
+            t = time.perf_counter()
+            with _guarded(guard):
+                self.vectors.upsert([c.chunk_id for c in chunks], vecs)
+                have.update(c.chunk_id for c in chunks)
+            if time.monotonic() - last_flush >= DENSE_FLUSH_S:
+                self.flush()
+                self._write_progress(store, generation, len(want) - len(add) + done, len(want))
+                last_flush = time.monotonic()
+            phases["vectors"] += time.perf_counter() - t
+            if progress:
+                progress(done, len(add), "vectors")
+        t = time.perf_counter()
         self.flush()
         self.dir.mkdir(parents=True, exist_ok=True)
         _write_state(self._state_path, {"generation": generation, "model": self.embedder.name})
+        self._write_progress(store, generation, len(want), len(want))
         self.generation = generation
-        return SyncResult(len(add), len(remove), time.perf_counter() - t0)
+        phases["vectors"] += time.perf_counter() - t
+        return SyncResult(len(add), len(remove), time.perf_counter() - t0, phases)
+
+    def _write_progress(self, store: ChunkStore, generation: int, embedded: int, total: int) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _write_state(
+            self.dir / PROGRESS_FILE,
+            {"model": self.embedder.name, "generation": generation, "embedded": embedded, "chunks": total},
+        )
 
     def close(self) -> None:
         self.vectors.close()
+
+
+#: Written by the dense leg as it embeds: ``{"model", "generation", "embedded", "chunks"}``.
+PROGRESS_FILE = "progress.json"
+
+
+def read_dense_progress(data_dir: Path) -> dict[str, Any]:
+    """What the dense leg last wrote about its progress (``{}`` when it never ran)."""
+    return _read_state(data_dir / "dense" / PROGRESS_FILE)
+
+
+def _guarded(guard: Callable[[], Any] | None) -> Any:
+    import contextlib
+
+    return guard() if guard is not None else contextlib.nullcontext()
+
+
+def fill_uncovered(per_leg: dict[str, dict[str, float]], embedded: set[str]) -> dict[str, dict[str, float]]:
+    """Per-leg scores for fusion while the dense leg covers part of the store.
+
+    A chunk without a vector cannot be returned by the dense leg, so fusion would rank it below
+    every embedded chunk of equal sparse score, and below where a sparse-only search puts it.
+    Instead each sparse candidate that has no vector gets, for fusion only, the dense score found
+    at its own rank in the dense list (the i-th best sparse candidate borrows the i-th best dense
+    score): the dense leg, lacking an opinion, takes the sparse leg's. With no vector at all the
+    dense leg is left out of fusion. Hits still report ``scores.dense`` as the leg returned it.
+    """
+    dense = per_leg.get("dense")
+    sparse = per_leg.get("sparse")
+    if dense is None or sparse is None:
+        return per_leg
+    if not dense:
+        return {name: scores for name, scores in per_leg.items() if name != "dense"}
+    dense_sorted = sorted(dense.values(), reverse=True)
+    filled = dict(dense)
+    for rank, (cid, _) in enumerate(sorted(sparse.items(), key=lambda kv: (-kv[1], kv[0]))):
+        if cid not in embedded and cid not in filled:
+            filled[cid] = dense_sorted[min(rank, len(dense_sorted) - 1)]
+    return {**per_leg, "dense": filled}
 
 
 def _safe(name: str) -> str:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from rag.errors import InputError
 from rag.models import Chunk
 from rag.retrieval.fusion import fuse, ranked
-from rag.retrieval.legs import Leg
+from rag.retrieval.legs import Leg, fill_uncovered
 from rag.settings import RetrievalSettings
 from rag.store import ChunkStore
 
@@ -68,16 +68,26 @@ class Retriever:
         depth = max(k, self.settings.candidates)
         return {n: self.legs[n].search(query, depth) for n in names}
 
+    def covered(self, per_leg: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        """Fusion input while the dense leg is still embedding: chunks it has no vector for are
+        not ranked down for it (:func:`~rag.retrieval.legs.fill_uncovered`)."""
+        dense = self.legs.get("dense")
+        embedded = getattr(dense, "embedded_ids", None)
+        if dense is None or embedded is None or dense.generation == self.store.generation():
+            return per_leg
+        return fill_uncovered(per_leg, embedded())
+
     def search(self, query: str, k: int = 10, mode: Mode = "hybrid") -> list[Hit]:
         if not 1 <= k <= MAX_K:
             raise InputError(f"k must be between 1 and {MAX_K}, got {k}")
         per_leg = self.leg_scores(query, k, mode)
-        if mode == "hybrid" and len(per_leg) > 1:
+        fusable = self.covered(per_leg) if mode == "hybrid" else per_leg
+        if mode == "hybrid" and len(fusable) > 1:
             order = fuse(
-                per_leg, method=self.settings.fusion, weights=self.weights(), rrf_k=self.settings.rrf_k
+                fusable, method=self.settings.fusion, weights=self.weights(), rrf_k=self.settings.rrf_k
             )
         else:
-            order = ranked(next(iter(per_leg.values()), {}))
+            order = ranked(next(iter(fusable.values()), {}))
         top = order[:k]
         chunks = {c.chunk_id: c for c in self.store.get_chunks([cid for cid, _ in top])}
         hits: list[Hit] = []
