@@ -135,9 +135,14 @@ class OwnerClient:
         )
         return body
 
-    def ask_stream(self, question: str, k: int | None, no_llm: bool) -> Iterator[tuple[str, dict[str, Any]]]:
-        """``(event, data)`` of the server-sent events of ``POST /v1/ask`` with ``stream``."""
-        payload = {"question": question, "k": k, "no_llm": no_llm, "stream": True}
+    def ask_stream(
+        self, question: str, k: int | None, no_llm: bool, history: list[dict[str, str]] | None = None
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``(event, data)`` of the server-sent events of ``POST /v1/ask`` with ``stream``
+        (``history``: the earlier turns of a conversation, oldest first)."""
+        payload: dict[str, Any] = {"question": question, "k": k, "no_llm": no_llm, "stream": True}
+        if history:
+            payload["history"] = history
         try:
             with self.http.stream("POST", "/v1/ask", json=payload) as reply:
                 if reply.status_code >= 400:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -106,3 +107,37 @@ def test_a_failed_turn_is_one_line_and_the_chat_goes_on(indexed: Settings) -> No
     turns = lines(res)
     assert len(turns) == 1 and turns[0]["answer"] == "Nginx 默认监听 80 端口 [1]。"
     assert turns[0]["rewrite"]["method"] == "none"  # the failed turn is not part of the conversation
+
+
+def test_beside_a_server_every_turn_goes_through_it(tmp_path: Path) -> None:
+    import signal
+
+    from rag.owner import current_owner
+    from tests.answer_corpus import write_notes
+    from tests.serve_process import rag_env, start_server
+
+    data = tmp_path / "data"
+    notes = write_notes(tmp_path / "notes", NOTES)
+    env = rag_env(data, RAG_ANSWER__MIN_EVIDENCE="0")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["ingest", str(notes), "--data-dir", str(data)], env=env).exit_code == 0
+    script = "Nginx 是什么？\n它默认监听哪个端口？\n"
+    args = ["chat", "--json", "--no-llm", "--data-dir", str(data)]
+    here = runner.invoke(cli, args, env=env, input=script)
+    assert here.exit_code == 0, here.output
+    server = start_server(data, env={**env, "RAG_ANSWER__K": "1"})  # tells its answers apart
+    try:
+        owner = current_owner(data)
+        assert owner is not None and owner.kind == "server"
+        served = runner.invoke(cli, args, env=env, input=script)
+        assert served.exit_code == 0, served.output
+    finally:
+        code, log = server.stop(signal.SIGTERM)
+    assert code == 0, log
+    local, remote = lines(here), lines(served)
+    assert [t["rewrite"] for t in remote] == [t["rewrite"] for t in local]
+    assert remote[1]["rewrite"]["standalone"] == "它默认监听哪个端口？ Nginx"
+    assert "80 端口" in remote[1]["answer"] and "11434" not in remote[1]["answer"]  # one block: k=1 there
+    assert [t["hits"][0]["source"] for t in remote] == ["nginx.md", "nginx.md"]
+    assert [len(t["hits"]) for t in remote] == [1, 1] and len(local[1]["hits"]) > 1
+    assert "Traceback" not in log
