@@ -181,19 +181,20 @@ class Engine:
         t0 = time.perf_counter()
         generation = self.store.generation()
         phases: dict[str, float] = {}
-        legs: dict[str, Leg] = {}
+        before: dict[str, int | None] = {}
         for name in search_first(self.available_legs()):
+            # each leg is opened right before it syncs: loading the embedding model must not hold
+            # back the BMX index (opening a leg is part of its phase)
             t = time.perf_counter()
-            legs[name] = self.leg(name)  # opening one may load a model: part of its phase
+            leg = self.leg(name)
             if name not in self._opened:
                 self._opened.add(name)
                 phase = LEG_PHASE.get(name, name)
                 phases[phase] = phases.get(phase, 0.0) + time.perf_counter() - t
-        before = {name: leg.generation for name, leg in legs.items()}
+            before[name] = leg.generation
+            add_phases(phases, leg.sync(self.store, phase_progress(name, progress)), name)
         if not force and all(g == generation for g in before.values()):
             return None
-        for name, leg in legs.items():
-            add_phases(phases, leg.sync(self.store, phase_progress(name, progress)), name)
         previous = min((g for g in before.values() if g is not None), default=None)
         return Published(generation, previous, time.perf_counter() - t0, 0.0, phases)
 
