@@ -229,7 +229,9 @@ def report(res: dict[str, Any]) -> str:
         "",
         "## Quality (dense-only nDCG@10, brute-force cosine)",
         "",
-        "| set | passages | queries | " + " | ".join(res["runtimes"]) + " | largest drop vs torch |",
+        "| set | passages | queries | "
+        + " | ".join(res["runtimes"])
+        + " | largest drop vs torch (positive = worse) |",
         "|---|---|---|" + "---|" * len(res["runtimes"]) + "---|",
     ]
     for name, q in res["quality"].items():
@@ -296,7 +298,7 @@ def main() -> None:
     if runtimes[0] != "torch":
         raise SystemExit("the first runtime must be torch (the reference)")
     res: dict[str, Any] = {
-        "command": "python bench/bench_embed_runtime.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python bench/bench_embed_runtime.py", *sys.argv[1:]]),
         "runtimes": runtimes,
         "python": platform.python_version(),
         "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},

@@ -78,3 +78,25 @@ def test_real_e5_small_on_onnx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     int8 = make_embedder("e5-small", device="cpu", runtime="onnx-int8").embed_passages(texts)
     assert np.sum(fp32 * ref, axis=1).min() > 0.99999
     assert np.sum(int8 * ref, axis=1).min() > 0.97
+
+
+def test_auto_falls_back_to_torch_without_the_onnx_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import rag.embed as embed
+
+    monkeypatch.setattr(embed, "AUTO_CPU_RUNTIME", "onnx-int8")
+    assert resolve_runtime("auto", "cpu") == "onnx-int8"
+    monkeypatch.setattr(embed, "onnx_available", lambda: False)
+    assert resolve_runtime("auto", "cpu") == "torch"
+    assert resolve_runtime("onnx-int8", "cpu") == "onnx-int8"  # an explicit choice is kept
+
+
+def test_int8_queries_never_take_the_float32_numpy_path(tiny_model: Tiny, tmp_path: Path) -> None:  # noqa: F811
+    fp32 = E5Embedder(
+        source=tiny_model[0], cache_dir=tmp_path, device="cpu", runtime="onnx", numpy_queries=True
+    )
+    int8 = E5Embedder(
+        source=tiny_model[0], cache_dir=tmp_path, device="cpu", runtime="onnx-int8", numpy_queries=True
+    )
+    assert fp32.numpy_queries and not int8.numpy_queries
+    one = int8.embed_queries(["猫"])
+    np.testing.assert_array_equal(one, int8.embed_queries(["猫"]))

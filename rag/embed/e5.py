@@ -422,7 +422,8 @@ class E5Embedder:
                 hint="use runtime 'torch' on a GPU, or device 'cpu'",
             )
         self.runtime = runtime
-        self.numpy_queries = numpy_queries
+        # int8 passages want int8 queries: the numpy forward pass is float32
+        self.numpy_queries = numpy_queries and runtime != "onnx-int8"
         self.batch_size = batch_size
         # On CPU, cap the padded tokens per batch so activation memory stays small (32 texts of 512
         # tokens hold ~0.4 GB of attention scores at once); GPUs take the whole batch.
@@ -514,13 +515,14 @@ class E5Embedder:
             if built:
                 self.load_stats["onnx_export_s"] = time.perf_counter() - started
             self._onnx = OnnxEncoder(path, threads=self._threads)
-            self._model = None  # the torch copy was only needed for the export
         else:
             with tempfile.TemporaryDirectory(prefix="e5-onnx-") as tmp:
                 path, _ = prepare_onnx(Path(tmp), self._stamp, int8, self._torch_model)
                 self._onnx = OnnxEncoder(path.read_bytes(), threads=self._threads)
             self.load_stats["onnx_export_s"] = time.perf_counter() - started
-            self._model = None
+        # the torch weights were only needed for the export: free them (the session holds its own)
+        self._model = None
+        self._state = {}
         return self._onnx
 
     def _load_dir(self, model_dir: Path) -> None:

@@ -78,6 +78,7 @@ def prepare_dir(out_dir: Path, is_current: Callable[[Path], bool], build: Callab
         old: Path | None = None
         try:
             build(tmp)
+            os.chmod(tmp, 0o755)  # mkdtemp makes it private; other users of a shared cache read it too
             if out_dir.exists():  # stale: move it aside first (a directory rename cannot replace a full one)
                 old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=out_dir.parent))
                 os.replace(out_dir, old / "model")
