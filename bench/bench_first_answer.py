@@ -178,6 +178,7 @@ COVERAGES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--only", help='runs to make, e.g. "5 notes, 290 KB | this" (comma-separated)')
     ap.add_argument("--partial", help="only the partial-dense fusion measure, on these cached sets")
     ap.add_argument("--prev", default="75f0a73", help="git ref of the previous code")
     ap.add_argument("--this", default="HEAD", help="git ref of the code measured against it")
@@ -198,6 +199,8 @@ def main() -> None:
         size = sum(f.stat().st_size for f in folders["5 notes, 290 KB"][0].iterdir())
         for name, (folder, query) in folders.items():
             for label, tree in (("previous", prev), ("this", this)):
+                if args.only and f"{name} | {label}" not in args.only.split(","):
+                    continue
                 r = run_one(tree, folder, tmp / f"data-{label}-{len(results)}", query)
                 results[f"{name} | {label}"] = r
                 print(name, label, json.dumps({k: v for k, v in r.items() if k != "report"}), flush=True)
@@ -227,6 +230,7 @@ def main() -> None:
                 if hit is not None
                 else "none during the ingest | - |"
             )
+            + f" {r['cli_search_s']:.1f} |"
         )
     lines += ["", "Phases of this code's runs (`rag ingest --json` `phases`, seconds):", ""]
     lines += [

@@ -177,7 +177,7 @@ def test_resume_after_a_kill_in_the_dense_phase(tmp_path: Path) -> None:
                 return 0
 
     deadline = time.monotonic() + 120
-    while cached() < 3 * DENSE_BATCH and proc.poll() is None and time.monotonic() < deadline:
+    while cached() < 2 * DENSE_BATCH and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
@@ -187,7 +187,7 @@ def test_resume_after_a_kill_in_the_dense_phase(tmp_path: Path) -> None:
     # killed half way through the dense phase: the chunk store and BMX are complete and searchable
     with Engine.open(settings) as engine:
         total = engine.store.count_chunks()
-        assert 3 * DENSE_BATCH <= done_before < total
+        assert 2 * DENSE_BATCH <= done_before < total
         assert engine.search("zebrafish 端口", k=3, mode="sparse")[0].chunk.source == "special.md"
         assert 0.0 <= engine.dense_coverage() < 1.0  # type: ignore[operator]
 
@@ -211,8 +211,8 @@ def test_resume_after_a_kill_in_the_dense_phase(tmp_path: Path) -> None:
     assert read_dense_progress(data)["embedded"] == total
 
 
-def _ranking(engine: Engine, query: str, mode: str) -> list[tuple[str, float | None]]:
-    return [(h.chunk.chunk_id, h.scores["dense"]) for h in engine.search(query, k=20, mode=mode)]  # type: ignore[arg-type]
+def _ranking(engine: Engine, query: str, mode: str, k: int = 20) -> list[tuple[str, float | None]]:
+    return [(h.chunk.chunk_id, h.scores["dense"]) for h in engine.search(query, k=k, mode=mode)]  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("fusion", ["weighted", "rrf"])
@@ -228,7 +228,8 @@ def test_hybrid_with_part_of_the_dense_leg_keeps_the_sparse_order_of_the_rest(
         ingest_and_publish([notes], settings, engine, engine.store)
         leg = engine.leg("dense")
         assert isinstance(leg, DenseLeg)
-        sparse = {q: [cid for cid, _ in _ranking(engine, q, "sparse")] for q in queries}
+        deep = {q: [cid for cid, _ in _ranking(engine, q, "sparse", k=1000)] for q in queries}
+        sparse = {q: ids[:20] for q, ids in deep.items()}
         ids = sorted(engine.store.chunk_ids())
 
         # no vector yet: hybrid is the sparse-only ranking
@@ -246,7 +247,7 @@ def test_hybrid_with_part_of_the_dense_leg_keeps_the_sparse_order_of_the_rest(
         for q in queries:
             hybrid = _ranking(engine, q, "hybrid")
             rest = [cid for cid, _ in hybrid if cid not in half]
-            assert rest == [cid for cid in sparse[q] if cid in set(rest)]
+            assert rest == [cid for cid in deep[q] if cid in set(rest)]
             assert all(dense is None for cid, dense in hybrid if cid not in half)
 
 

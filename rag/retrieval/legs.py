@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -49,7 +49,7 @@ WARM_BATCH = 256
 #: Chunks per dense batch in :meth:`DenseLeg.sync`: each batch is embedded (and committed to the
 #: embedding cache), then upserted, so a run killed half way loses at most one batch of model time.
 #: Small, because on 2 CPU cores e5-small embeds 3-10 chunks/s.
-DENSE_BATCH = 16
+DENSE_BATCH = 32
 #: The dense leg makes its vector upserts durable (and writes its progress file) at least this often.
 DENSE_FLUSH_S = 5.0
 #: Name of the phase each leg's sync reports (``rag ingest --json`` ``phases``; progress items).
@@ -268,11 +268,10 @@ class DenseLeg:
         done = 0
         last_flush = time.monotonic()
         self._write_progress(store, generation, len(want & have), len(want))
-        for i in range(0, len(add), self.batch):
+        for chunks, fetch_s in _length_sorted_batches(store, add, self.batch):
             t = time.perf_counter()
-            chunks = store.get_chunks(add[i : i + self.batch])
             vecs = self.cache.embed_passages(self.embedder, [c.index_text() for c in chunks])
-            phases["embed"] += time.perf_counter() - t
+            phases["embed"] += time.perf_counter() - t + fetch_s
             done += len(chunks)
             if progress:
                 progress(done, len(add), "embed")
@@ -314,6 +313,18 @@ PROGRESS_FILE = "progress.json"
 def read_dense_progress(data_dir: Path) -> dict[str, Any]:
     """What the dense leg last wrote about its progress (``{}`` when it never ran)."""
     return _read_state(data_dir / "dense" / PROGRESS_FILE)
+
+
+def _length_sorted_batches(store: ChunkStore, ids: list[str], size: int) -> Iterator[tuple[list[Any], float]]:
+    """Batches of ``size`` chunks of ``ids``, read :data:`WARM_BATCH` at a time and sorted by
+    length within that window, so a small batch pads about as little as one large call would
+    (models pad a batch to its longest text); with the seconds spent reading each window."""
+    for i in range(0, len(ids), WARM_BATCH):
+        t = time.perf_counter()
+        window = sorted(store.get_chunks(ids[i : i + WARM_BATCH]), key=lambda c: len(c.index_text()))
+        fetch_s = time.perf_counter() - t
+        for j in range(0, len(window), size):
+            yield window[j : j + size], fetch_s if j == 0 else 0.0
 
 
 def _guarded(guard: Callable[[], Any] | None) -> Any:
