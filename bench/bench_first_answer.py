@@ -178,7 +178,7 @@ COVERAGES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", help='runs to make, e.g. "5 notes, 290 KB | this" (comma-separated)')
+    ap.add_argument("--only", help='runs to make, e.g. "5 notes, 290 KB | this" (separated by ;)')
     ap.add_argument("--partial", help="only the partial-dense fusion measure, on these cached sets")
     ap.add_argument("--prev", default="75f0a73", help="git ref of the previous code")
     ap.add_argument("--this", default="HEAD", help="git ref of the code measured against it")
@@ -199,7 +199,7 @@ def main() -> None:
         size = sum(f.stat().st_size for f in folders["5 notes, 290 KB"][0].iterdir())
         for name, (folder, query) in folders.items():
             for label, tree in (("previous", prev), ("this", this)):
-                if args.only and f"{name} | {label}" not in args.only.split(","):
+                if args.only and f"{name} | {label}" not in args.only.split(";"):
                     continue
                 r = run_one(tree, folder, tmp / f"data-{label}-{len(results)}", query)
                 results[f"{name} | {label}"] = r
