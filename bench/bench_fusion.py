@@ -12,7 +12,9 @@ exactly the same leg results. Scores are nDCG@10 at corpus-entry level (best chu
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
+import random
 import sys
 import time
 from pathlib import Path
@@ -33,25 +35,92 @@ NOTES_MARKER = "<!-- notes: kept when the benchmark rewrites this file -->"
 
 
 def leg_candidates(ds_name: str, model: str) -> tuple[dict, dict, dict]:
-    """{qid: {chunk_id: score}} per leg, plus chunk -> corpus id."""
+    """{qid: {chunk_id: score}} per leg (top DEPTH), plus chunk -> corpus id and the qrels."""
+    runs = leg_runs(ds_name, model)
+    legs = {leg: {q: dict(r[leg]) for q, r in runs["queries"].items()} for leg in ("sparse", "dense")}
+    return legs, runs["to_doc"], runs["qrels"]
+
+
+def runs_path(ds_name: str, model: str, max_queries: int | None = None) -> Path:
+    tail = f"-q{max_queries}" if max_queries else ""
+    return REPO / "bench" / "out" / "fusion" / model / ds_name / f"runs-{DEPTH}{tail}.json.gz"
+
+
+def leg_runs(ds_name: str, model: str, *, graph: bool = True, max_queries: int | None = None) -> dict:
+    """Every leg's run on one collection, computed once and cached (``runs_path``).
+
+    ``{"to_doc": {chunk: corpus id}, "qrels", "queries": {qid: {"sparse"|"dense"|"graph":
+    [[chunk, score], ...] (top DEPTH, best first), "cross": {chunk: [bmx, cosine]} for every
+    candidate of any leg, "corpus": {"sparse"|"dense": [mean, std] over all chunks}}}}``.
+    ``max_queries``: a fixed random sample of that many queries (seed 0), cached apart; a cached
+    run over every query is used when there is one.
+    "cross" holds both scores for each candidate (a chunk with no query token has BMX 0), so
+    re-scoring one leg's candidates with the other leg is a lookup. Queries are embedded in
+    batches; dense scores are exact cosines over all stored vectors (what the vector store
+    returns at this size).
+    """
+    path = runs_path(ds_name, model, max_queries)
+    for p in (runs_path(ds_name, model), path):  # every query, else the sample
+        if p.exists():
+            with gzip.open(p, "rt") as f:
+                return json.load(f)
+    import numpy as np
+
     ds = load_beir(EVAL_ROOT / ds_name)
     settings = Settings(data_dir=REPO / "bench" / "out" / "fusion" / model / ds_name)
     settings.embedding.model = model
     t0 = time.perf_counter()
-    engine = index_dataset(ds, settings)
+    engine = index_dataset(ds, settings, legs=["sparse", "dense", "graph"] if graph else ["sparse", "dense"])
     print(f"{ds_name}: indexed in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    sparse, dense = engine.leg("sparse"), engine.leg("dense")
-    legs: dict[str, dict[str, dict[str, float]]] = {"sparse": {}, "dense": {}}
-    for qid, text in ds.queries.items():
-        if qid in ds.qrels:
-            legs["sparse"][qid] = sparse.search(text, DEPTH)
-            legs["dense"][qid] = dense.search(text, DEPTH)
-    to_doc = {}
-    for batch in engine.store.iter_chunks():
-        for c in batch:
-            to_doc[c.chunk_id] = c.source
-    engine.close()
-    return legs, to_doc, ds.qrels
+    try:
+        chunks = [c for batch in engine.store.iter_chunks() for c in batch]
+        ids = [c.chunk_id for c in chunks]
+        to_doc = {c.chunk_id: c.source for c in chunks}
+        dense = engine.leg("dense")
+        vecs = dense.cache.embed_passages(dense.embedder, [c.index_text() for c in chunks])  # type: ignore[attr-defined]
+        vecs = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+        qids = [q for q in ds.queries if q in ds.qrels]
+        if max_queries and len(qids) > max_queries:  # a fixed sample: embedding queries is slow on CPU
+            qids = random.Random(0).sample(sorted(qids), max_queries)
+        texts = [ds.queries[q] for q in qids]
+        qv = np.concatenate(
+            [dense.embedder.embed_queries(texts[i : i + 64]) for i in range(0, len(texts), 64)]  # type: ignore[attr-defined]
+        ).astype(np.float32)
+        qv = qv / np.linalg.norm(qv, axis=1, keepdims=True)
+        print(f"{ds_name}: {len(qids)} queries embedded at {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        sparse = engine.leg("sparse")
+        graph_leg = engine.leg("graph") if graph else None
+        pos = {c: i for i, c in enumerate(ids)}
+        out: dict[str, dict] = {}
+        for qi, qid in enumerate(qids):
+            cos = vecs @ qv[qi]
+            bmx = np.zeros(len(ids))
+            for c, s in sparse.search(texts[qi], len(ids)).items():
+                bmx[pos[c]] = s
+            top_d = np.argsort(-cos, kind="stable")[:DEPTH]
+            top_s = [(c, s) for c, s in ranked({ids[i]: float(bmx[i]) for i in np.flatnonzero(bmx)})[:DEPTH]]
+            g = ranked(graph_leg.search(texts[qi], DEPTH)) if graph_leg is not None else []
+            rec: dict = {
+                "sparse": [[c, round(s, 6)] for c, s in top_s],
+                "dense": [[ids[i], round(float(cos[i]), 6)] for i in top_d],
+                "graph": [[c, round(s, 6)] for c, s in g],
+            }
+            cand = {c for leg in ("sparse", "dense", "graph") for c, _ in rec[leg]}
+            rec["cross"] = {c: [round(float(bmx[pos[c]]), 6), round(float(cos[pos[c]]), 6)] for c in cand}
+            rec["corpus"] = {
+                "sparse": [float(bmx.mean()), float(bmx.std())],
+                "dense": [float(cos.mean()), float(cos.std())],
+            }
+            out[qid] = rec
+        print(f"{ds_name}: runs in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    finally:
+        engine.close()
+    runs = {"to_doc": to_doc, "qrels": ds.qrels, "queries": out}
+    tmp = path.with_suffix(".tmp")
+    with gzip.open(tmp, "wt") as f:
+        json.dump(runs, f)
+    tmp.replace(path)
+    return runs
 
 
 def score(order: list[tuple[str, float]], to_doc: dict[str, str]) -> list[str]:
