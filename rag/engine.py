@@ -51,7 +51,13 @@ def make_leg(name: str, settings: Settings, *, embedder: Embedder | None = None)
     if name == "sparse":
         return sparse_leg(settings.data_dir, settings.sparse)
     if name == "dense":
-        return dense_leg(settings.data_dir, settings.embedding, settings.vectors, embedder=embedder)
+        return dense_leg(
+            settings.data_dir,
+            settings.embedding,
+            settings.vectors,
+            embedder=embedder,
+            model_dir=settings.model_dir,
+        )
     if name == "graph":
         from rag.graph import graph_leg
 

@@ -98,6 +98,7 @@ class EmbeddingSettings(BaseModel):
     model: str = Field(
         "e5-small",
         description="'e5-small' (multilingual-e5-small, weights shipped offline), 'use', 'minilm', "
+        "'ollama:<name>' (an embedding model on the Ollama server, e.g. 'ollama:bge-m3'), "
         "or any sentence-transformers model name or path (e.g. 'BAAI/bge-m3'). 'none' disables the dense leg.",
     )
     device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1' ...")
@@ -107,6 +108,21 @@ class EmbeddingSettings(BaseModel):
         description="How e5-small embeds queries on the CPU: 'numpy' needs no torch import (cold start "
         "~2 s faster, ~2x slower per query), 'torch' is faster once loaded; 'auto' = numpy for a one-off "
         "`rag search QUERY`, torch everywhere else.",
+    )
+    runtime: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
+        "auto",
+        description="How e5-small embeds batches on the CPU: 'torch', or ONNX Runtime ('onnx' float32; "
+        "'onnx-int8' int8 MatMuls, other vectors); exported once into the model cache (RAG_MODEL_DIR). "
+        "'auto' = the measured CPU default (bench/results/embed_runtime.md); torch on a GPU.",
+    )
+    url: str | None = Field(
+        None,
+        description="Ollama server for 'ollama:<name>' models (None = the LLM's URL, RAG_LLM__URL).",
+    )
+    timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="'ollama:<name>' models: seconds one embedding request may take (covers a cold model load).",
     )
 
 
@@ -147,7 +163,7 @@ class RetrievalSettings(BaseModel):
     weight_dense: float = Field(
         0.1,
         ge=0,
-        description="Fusion weight of the dense leg (unset: measured per embedding model, e5-small 0.3, "
+        description="Fusion weight of the dense leg (unset: measured per embedding model, e5-small 0.4, "
         "use 0.1, others 0.1; see README).",
     )
     weight_graph: float = Field(
@@ -258,6 +274,11 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Field(default_factory=default_data_dir, description="Where all index state lives.")
+    model_dir: Path | None = Field(
+        None,
+        description="Where converted model weights live, shared by every data dir (RAG_MODEL_DIR); "
+        "None = $XDG_CACHE_HOME/rag-notes/models or ~/.cache/rag-notes/models. Never inside a data dir.",
+    )
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)  # type: ignore[arg-type]
     ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
     sparse: SparseSettings = Field(default_factory=SparseSettings)  # type: ignore[arg-type]

@@ -136,10 +136,6 @@ def test_e5_small_weights_go_to_the_user_cache_not_the_data_dir(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="rag/retrieval/legs.py dense_leg still passes cache_dir=data_dir / 'models' to make_embedder",
-)
 def test_dense_leg_writes_no_model_into_the_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from rag.retrieval.legs import dense_leg
     from rag.settings import EmbeddingSettings, VectorSettings

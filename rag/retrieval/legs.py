@@ -376,9 +376,11 @@ def dense_leg(
     vectors: VectorSettings,
     *,
     embedder: Embedder | None = None,
+    model_dir: Path | None = None,
 ) -> DenseLeg:
     """The dense leg as the ``embedding`` and ``vectors`` sections describe it, under
     ``<data_dir>/dense``; ``embedder`` replaces the configured model (tests, benchmarks).
+    Converted weights live in ``model_dir`` (None: the per-user model cache), never in the data dir.
 
     The vector store is opened before anything else of the leg, so a store another process
     holds is refused (:class:`~rag.errors.StoreLockedError`) before any file is touched."""
@@ -389,8 +391,11 @@ def dense_leg(
         embedding.model,
         device=embedding.device,
         batch_size=embedding.batch_size,
-        cache_dir=data_dir / "models",
+        cache_dir=model_dir,
         numpy_queries=embedding.query_runtime == "numpy",
+        runtime=embedding.runtime,
+        url=embedding.url,
+        timeout_s=embedding.timeout_s,
     )
     directory = data_dir / "dense"
     directory.mkdir(parents=True, exist_ok=True)
