@@ -317,7 +317,7 @@ def _print_ingest_report(r: dict[str, Any], settings: Settings) -> None:
     if phases:
         table.add_row(
             "phases",
-            ", ".join(f"{name} {seconds:.2f} s" for name, seconds in phases.items() if seconds >= 0.005),
+            ", ".join(f"{name} {seconds:.2f} s" for name, seconds in phases.items()),
         )
     out.print(table)
     if r["redactions"]:

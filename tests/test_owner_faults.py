@@ -119,7 +119,8 @@ def run_fault_mix(
         if rng.random() < 0.2 and path.exists():
             path.unlink()
         else:
-            tmp = folder / f".{path.name}.swp"
+            # one temp name per editor thread: two editors saving the same note must not share it
+            tmp = folder / f".{path.name}.{threading.get_ident()}.swp"
             tmp.write_text(f"# Note {i} v{rng.random()}\n\n{rng.choice(WORDS)} edited\n", encoding="utf-8")
             tmp.replace(path)  # an editor's atomic save
         time.sleep(0.3)
