@@ -85,6 +85,12 @@ class SearchResponse(BaseModel):
     mode: Mode
     took_ms: float
     hits: list[Hit]
+    dense_coverage: float | None = Field(
+        None,
+        description="Share of the chunks the dense leg has embedded (below 1 while it catches up after "
+        "an ingest: chunks without a vector are ranked by the other legs); absent when no dense model "
+        "is configured.",
+    )
 
 
 # -- ask -------------------------------------------------------------------------------------------
@@ -175,6 +181,12 @@ class AskResponse(BaseModel):
     llm: dict[str, str] | None
     kind: Literal["generated", "extractive", "refused"]
     refused: bool
+    dense_coverage: float | None = Field(
+        None,
+        description="Share of the chunks the dense leg has embedded (below 1 while it catches up after "
+        "an ingest: chunks without a vector are ranked by the other legs); absent when no dense model "
+        "is configured.",
+    )
 
 
 # -- documents and jobs ----------------------------------------------------------------------------

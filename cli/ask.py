@@ -59,6 +59,7 @@ def ask_cmd(question: str, no_llm: bool, k: int | None, settings: Settings, as_j
 
     llm = None if no_llm else make_llm(settings.llm)
     final: Answer | None = None
+    coverage: float | None = None
     printed = False
     try:
         with Engine.open(settings) as engine:
@@ -69,6 +70,7 @@ def ask_cmd(question: str, no_llm: bool, k: int | None, settings: Settings, as_j
                     printed = True
                 elif isinstance(event, FinalEvent):
                     final = event.answer
+            coverage = engine.dense_coverage()
     except RagError:
         if printed:
             click.echo("")  # end the partial answer's line before the error line
@@ -78,7 +80,10 @@ def ask_cmd(question: str, no_llm: bool, k: int | None, settings: Settings, as_j
             llm.close()
     assert final is not None
     if as_json:
-        emit_json(final.as_dict())
+        body = final.as_dict()
+        if coverage is not None:  # a dense leg is configured: how much of it is built
+            body["dense_coverage"] = coverage
+        emit_json(body)
         return
     click.echo("")
     _print_sources(final.as_dict())

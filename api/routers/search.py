@@ -37,8 +37,18 @@ def _json(obj: Any) -> str:
 
 
 def search_body(query: str, mode: str, took_ms: float, hits: list[dict[str, Any]]) -> dict[str, Any]:
-    """The `rag search --json` object."""
+    """The `rag search --json` object (without ``dense_coverage``: see :func:`with_coverage`)."""
     return {"query": query, "mode": mode, "took_ms": round(took_ms, 2), "hits": hits}
+
+
+def with_coverage(body: dict[str, Any], engine: ServingEngine) -> dict[str, Any]:
+    """``body`` with ``dense_coverage`` (the share of the chunks the dense leg has embedded) when a
+    dense model is configured, as `rag search --json` and `rag ask --json` print it."""
+    with engine.reading():
+        coverage = engine.dense_coverage()
+    if coverage is not None:
+        body["dense_coverage"] = coverage
+    return body
 
 
 @router.post(
@@ -56,7 +66,8 @@ def search(body: SearchRequest, engine: EngineDep, service: ServiceDep) -> Respo
     t0 = time.perf_counter()
     hits = engine.search(body.query, body.k, body.mode)
     took = (time.perf_counter() - t0) * 1000
-    return JSONResponse(search_body(body.query, body.mode, took, [h.as_dict() for h in hits]))
+    out = search_body(body.query, body.mode, took, [h.as_dict() for h in hits])
+    return JSONResponse(with_coverage(out, engine))
 
 
 def ask_events(
@@ -108,5 +119,5 @@ def ask(body: AskRequest, engine: EngineDep, service: ServiceDep) -> Response:
         return EventStream(ask_events(engine, llm, question, k, history), sse_error)
     if history:
         final, rewrite = converse(engine, llm, question, history, k=k)
-        return JSONResponse(answer_dict(final, rewrite))
-    return JSONResponse(answer(engine, llm, question, k=k).as_dict())
+        return JSONResponse(with_coverage(answer_dict(final, rewrite), engine))
+    return JSONResponse(with_coverage(answer(engine, llm, question, k=k).as_dict(), engine))
