@@ -29,6 +29,17 @@ other-collection ones). The extractive path (`rag ask --no-llm`,
 rag.answer.answer with no model) is run on every question with the chosen
 defaults: its refusals must equal the check's, and for the answerable questions
 it answers, the share whose quote holds a gold answer is reported.
+
+``--dense-dir ROOT`` measures the dense leg too: the collections are not indexed
+again but opened from ROOT/<collection> (the e5-small indexes of
+bench/bench_fusion.py, bench/out/fusion/e5-small), so the best hit's dense
+cosine is among the checks. With the lexical thresholds chosen as above, the
+dense rescue (``DENSE_RESCUE``: a cosine at or above it answers a question the
+lexical checks refuse) is the lowest (0.005 steps) that turns no rightly
+refused other-collection or absent-term question into an answer in any
+collection, and the dense floor (``DENSE_FLOOR``: a cosine below it refuses)
+the highest that keeps wrong refusals within ``--max-false-refusal`` in every
+collection. Rows before (dense leg unused) and after are reported.
 Results: bench/results/evidence.md and evidence.json.
 """
 
@@ -56,14 +67,17 @@ from eval.runner import index_dataset  # noqa: E402
 from rag.answer import (  # noqa: E402
     DEFAULT_MAX_ABSENT,
     DEFAULT_MIN_COVERAGE,
+    DEFAULT_MIN_DENSE,
     DEFAULT_MIN_EVIDENCE,
     CorpusView,
     Evidence,
     answer,
     check_evidence,
     corpus_view,
+    dense_thresholds,
     measure_evidence,
 )
+from rag.engine import Engine  # noqa: E402
 from rag.settings import Settings  # noqa: E402
 
 EVAL = REPO.parent / "shared" / "eval"
@@ -131,28 +145,47 @@ def norm(text: str) -> str:
 
 
 Params = tuple[float, float, float]  # min_sparse, max_absent, min_coverage
+Dense = tuple[float, float]  # min_dense (rescue), dense_floor
+NO_DENSE: Dense = (DEFAULT_MIN_DENSE, 0.0)
+EMBEDDER = "e5-small"  # the model of the --dense-dir indexes
 
 
-def refused(ev: Evidence, p: Params) -> bool:
-    return check_evidence(ev, min_sparse=p[0], max_absent=p[1], min_coverage=p[2]) is not None
+def refused(ev: Evidence, p: Params, d: Dense = NO_DENSE) -> bool:
+    why = check_evidence(
+        ev, min_sparse=p[0], max_absent=p[1], min_coverage=p[2], min_dense=d[0], dense_floor=d[1]
+    )
+    return why is not None
 
 
-def refused_vec(f: dict[str, np.ndarray], p: Params) -> np.ndarray:
-    """:func:`check_evidence` over arrays of checks (no dense leg), for the grid search."""
+def refused_vec(f: dict[str, np.ndarray], p: Params, d: Dense = NO_DENSE) -> np.ndarray:
+    """:func:`check_evidence` over arrays of checks (``dense`` NaN where the leg did not run)."""
     if p[0] <= 0:
         return np.zeros_like(f["sparse"], dtype=bool)
-    absent = f["has_absent"] & ((f["share"] >= p[1]) | (f["coverage"] < p[2]))
-    return absent | (f["sparse"] < p[0])
+    dense = f["dense"]
+    has = ~np.isnan(dense)
+    by_meaning = has & (np.nan_to_num(dense, nan=-1.0) >= d[0])
+    floor = has & (np.nan_to_num(dense, nan=2.0) < d[1])
+    absent = (
+        f["has_absent"] & ~(by_meaning & f["all_absent"]) & ((f["share"] >= p[1]) | (f["coverage"] < p[2]))
+    )
+    return floor | absent | ((f["sparse"] < p[0]) & ~by_meaning)
 
 
-def run_collection(target: str, other: str, n: int, seed: int, cache: Path | None) -> dict[str, Any]:
+def run_collection(
+    target: str, other: str, n: int, seed: int, cache: Path | None, dense_root: Path | None = None
+) -> dict[str, Any]:
     rng = random.Random(f"{seed}-{target}")
     ds, od = load_beir(EVAL / target), load_beir(EVAL / other)
     with tempfile.TemporaryDirectory(prefix="bench-evidence-") as tmp:
         data_dir = (cache / target) if cache else Path(tmp)
-        settings = Settings(data_dir=data_dir, embedding={"model": "none"}, graph={"enabled": False})  # type: ignore[arg-type]
         t0 = time.perf_counter()
-        engine = index_dataset(ds, settings, legs=["sparse"])
+        if dense_root is not None:  # the ready e5 index: sparse + dense legs
+            settings = Settings(data_dir=dense_root / target, graph={"enabled": False})  # type: ignore[arg-type]
+            settings.embedding.model = EMBEDDER
+            engine = Engine.open(settings)
+        else:
+            settings = Settings(data_dir=data_dir, embedding={"model": "none"}, graph={"enabled": False})  # type: ignore[arg-type]
+            engine = index_dataset(ds, settings, legs=["sparse"])
         view = corpus_view(engine)
         chars = corpus_chars([d.get("text", "") for d in ds.corpus.values()])
         qa = rng.sample(sorted(ds.queries), min(n, len(ds.queries)))
@@ -211,6 +244,13 @@ def main() -> None:
     ap.add_argument("--max-false-refusal", type=float, default=0.02)
     ap.add_argument("--seed", type=int, default=20240801)
     ap.add_argument("--cache", type=Path, default=None, help="keep the indexes here (reused on the next run)")
+    ap.add_argument(
+        "--dense-dir",
+        type=Path,
+        default=None,
+        help="open the ready e5-small indexes ROOT/<collection> (e.g. bench/out/fusion/e5-small) "
+        "and calibrate the dense leg",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = ap.parse_args()
     if not EVAL.is_dir():
@@ -221,7 +261,10 @@ def main() -> None:
         if not (EVAL / target).is_dir() or not (EVAL / other).is_dir():
             print(f"skipped {target}: missing collection")
             continue
-        data[target] = run_collection(target, other, args.n, args.seed, args.cache)
+        if args.dense_dir is not None and not (args.dense_dir / target).is_dir():
+            print(f"skipped {target}: no index under {args.dense_dir}")
+            continue
+        data[target] = run_collection(target, other, args.n, args.seed, args.cache, args.dense_dir)
     if not data:
         return
     evs = {c: {s: [as_ev(f) for f in d[s]["features"]] for s in SETS} for c, d in data.items()}
@@ -231,16 +274,18 @@ def main() -> None:
                 "sparse": np.array([e.sparse for e in v[s]]),
                 "share": np.array([e.absent_share for e in v[s]]),
                 "coverage": np.array([e.coverage for e in v[s]]),
-                "has_absent": np.array([bool(e.absent) for e in v[s]]),
+                "has_absent": np.array([bool(e.absent) for e in v[s]], dtype=bool),
+                "all_absent": np.array([len(e.absent) >= e.named for e in v[s]], dtype=bool),
+                "dense": np.array([np.nan if e.dense is None else e.dense for e in v[s]], dtype=float),
             }
             for s in SETS
         }
         for c, v in evs.items()
     }
 
-    def shares(p: Params) -> dict[str, dict[str, float]]:
+    def shares(p: Params, d: Dense = NO_DENSE) -> dict[str, dict[str, float]]:
         return {
-            c: {s: float(refused_vec(a[s], p).mean()) if len(a[s]["sparse"]) else 0.0 for s in SETS}
+            c: {s: float(refused_vec(a[s], p, d).mean()) if len(a[s]["sparse"]) else 0.0 for s in SETS}
             for c, a in arrays.items()
         }
 
@@ -277,6 +322,31 @@ def main() -> None:
         ),
         key=lambda p: p[0],
     )
+    with_dense = args.dense_dir is not None
+    dense_chosen: Dense = NO_DENSE
+    dense_in_code: Dense = dense_thresholds(EMBEDDER)
+    curve: list[dict[str, Any]] = []
+    if with_dense:
+        base = shares(ch)
+        rescue = DEFAULT_MIN_DENSE
+        for i in range(200, 140, -1):  # 1.00 down to 0.705: the lowest that loses no right refusal
+            r = round(0.005 * i, 3)
+            sh = shares(ch, (r, 0.0))
+            curve.append({"min_dense": r, "refused": sh})
+            if any(sh[c][s] < base[c][s] for c in sh for s in ("other", "absent")):
+                break
+            rescue = r
+        floor = 0.0
+        for i in range(1, 200):
+            f = round(0.005 * i, 3)
+            if any(x["answerable"] > args.max_false_refusal for x in shares(ch, (rescue, f)).values()):
+                break
+            floor = f
+        dense_chosen = (rescue, floor)
+        for c, v in evs.items():
+            for s in SETS:
+                for d in (dense_chosen, dense_in_code):
+                    assert [refused(e, ch, d) for e in v[s]] == refused_vec(arrays[c][s], ch, d).tolist()
     rows = []
     for name, p in [
         ("BMX evidence only (the earlier check)", (0.2, 5.0, 0.0)),
@@ -285,11 +355,35 @@ def main() -> None:
         ("**all checks, chosen**", ch),
         ("all checks, defaults in rag/answer.py", defaults),
     ]:
-        rows.append({"check": name, "params": list(p), "refused": shares(p)})
+        rows.append({"check": name, "params": [*p, *NO_DENSE], "refused": shares(p)})
+    if with_dense:
+        for name, d in [
+            ("dense rescue only", (dense_chosen[0], 0.0)),
+            ("dense floor only", (DEFAULT_MIN_DENSE, dense_chosen[1])),
+            ("**all checks and the dense leg, chosen**", dense_chosen),
+            (f"all checks, dense defaults in rag/answer.py for {EMBEDDER}", dense_in_code),
+        ]:
+            rows.append({"check": name, "params": [*ch, *d], "refused": shares(ch, d)})
     result = {
         "config": {"n": args.n, "k": K, "seed": args.seed, "max_false_refusal": args.max_false_refusal},
         "machine": f"{platform.machine()}, {platform.python_version()}",
         "chosen": chosen,
+        "dense": None
+        if not with_dense
+        else {
+            "dir": str(args.dense_dir),
+            "model": EMBEDDER,
+            "chosen": {"min_dense": dense_chosen[0], "dense_floor": dense_chosen[1]},
+            "in_code": {"min_dense": dense_in_code[0], "dense_floor": dense_in_code[1]},
+            "rescue_curve": curve,
+            "best_cosine_quantiles": {
+                c: {
+                    s: [round(float(q), 4) for q in np.nanquantile(a[s]["dense"], [0.02, 0.5, 0.98])]
+                    for s in SETS
+                }
+                for c, a in arrays.items()
+            },
+        },
         "defaults_in_code": {
             "min_sparse": DEFAULT_MIN_EVIDENCE,
             "max_absent": DEFAULT_MAX_ABSENT,
@@ -315,14 +409,20 @@ def main() -> None:
 
 def render(r: dict[str, Any]) -> str:
     cols = list(r["sizes"])
+    dense = r.get("dense")
+    dense_flag = f" --dense-dir {dense['dir']}" if dense else ""
     lines = [
         "# Refusals of `rag ask`: when the notes do not answer",
         "",
-        f"Produced by `python bench/bench_evidence.py --n {r['config']['n']}` (method in its docstring): per "
+        f"Produced by `python bench/bench_evidence.py --n {r['config']['n']}{dense_flag}` (method in its docstring): per "
         "collection up to "
         f"{r['config']['n']} answerable questions, as many questions of another collection, and the answerable "
         "ones with their most specific term replaced by one the corpus lacks (*absent term*, same topic). "
-        "Sparse-only index (BMX), top 6 hits.",
+        + (
+            f"Sparse and dense ({dense['model']}) indexes of `{dense['dir']}`, top 6 hybrid hits."
+            if dense
+            else "Sparse-only index (BMX), top 6 hits."
+        ),
         "",
         "| collection | answerable | other collection | absent term |",
         "|---|---:|---:|---:|",
@@ -341,10 +441,12 @@ def render(r: dict[str, Any]) -> str:
         "|---|" + "---:|" * len(cols),
     ]
     for row in r["rows"]:
-        ms, ma, mc = row["params"]
+        ms, ma, mc, md, mf = row["params"]
         label = (
             f"{row['check']}: min_sparse {ms:.2f}, max_absent {'off' if ma > 1 else ma}, min_coverage {mc}"
         )
+        if dense:
+            label += f", min_dense {'off' if md > 1 else md}, dense_floor {'off' if mf <= 0 else mf}"
         cells = [
             f"{row['refused'][c]['answerable']:.1%} / {row['refused'][c]['other']:.1%} / "
             f"{row['refused'][c]['absent']:.1%}"
@@ -376,18 +478,56 @@ def render(r: dict[str, Any]) -> str:
         "`RAG_ANSWER__MIN_EVIDENCE` overrides the first, and 0 turns the whole check off. The LLM path runs the "
         "same check before the model is asked, so its refusals before generation are these.",
         "",
+        *(dense_lines(r, cols) if dense else []),
         "Caveats. A naming term is a Latin word in a Chinese question, a code-like token, a capitalised word after "
         "the first, or a stretch of a Chinese question between its question/function words; lower-case English "
         "words are not naming terms, so an English absent-term question whose replaced word was lower-case is "
         "caught only by the BMX evidence. Replacing a term does not always make a question unanswerable (a "
         "redundant word may be replaced), so the absent-term refusal rate is a lower bound of what is right. "
-        "The queries of these collections reuse the passages' wording more than real questions do. No dense "
-        "leg was measured: `DEFAULT_MIN_DENSE` stays above any cosine, so the dense leg rescues nothing "
-        "until a threshold is measured for a model; the graph leg's entities are question substrings the "
-        "lexical checks already see, so it adds nothing here.",
+        "The queries of these collections reuse the passages' wording more than real questions do. "
+        + (
+            "The dense thresholds hold for e5-small only; another model keeps the lexical checks alone "
+            "until it is measured. "
+            if dense
+            else "No dense leg was measured here (`--dense-dir` measures it). "
+        )
+        + "The graph leg's entities are question substrings the lexical checks already see, so it adds "
+        "nothing here.",
         "",
     ]
     return "\n".join(lines)
+
+
+def dense_lines(r: dict[str, Any], cols: list[str]) -> list[str]:
+    """The dense leg's section: its thresholds and the best cosines it decides on."""
+    d = r["dense"]
+    ch, code = d["chosen"], d["in_code"]
+    lines = [
+        f"## The dense leg ({d['model']})",
+        "",
+        "Best dense cosine of the top hits, 2% / 50% / 98% quantiles:",
+        "",
+        "| collection | answerable | other collection | absent term |",
+        "|---|---:|---:|---:|",
+    ]
+    for c in cols:
+        q = d["best_cosine_quantiles"][c]
+        lines.append(f"| {c} | " + " | ".join(" / ".join(f"{x:.3f}" for x in q[s]) for s in SETS) + " |")
+    lines += [
+        "",
+        f"Chosen: dense rescue **{ch['min_dense']}** (the lowest cosine that answers no rightly refused "
+        f"question in any collection), dense floor **{ch['dense_floor']}** (the highest that keeps wrong "
+        f"refusals within {r['config']['max_false_refusal']:.0%} in every collection). In rag/answer.py "
+        f"`DENSE_RESCUE['{d['model']}']` = {code['min_dense']} and `DENSE_FLOOR['{d['model']}']` = "
+        f"{code['dense_floor']}. The rescue answers no wrongly refused answerable question here: the few "
+        "the lexical checks refuse have ordinary cosines, so it changes nothing measured. The floor "
+        "refuses off-topic questions whose best cosine is low, which happens in the English collections; "
+        "e5's Chinese cosines all lie above it. The floor is the last step before a collection's wrong "
+        "refusals pass the limit, so it sits just under the lowest cosines of answerable questions: notes "
+        "whose questions are worded further from the text may need it lower.",
+        "",
+    ]
+    return lines
 
 
 if __name__ == "__main__":

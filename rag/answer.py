@@ -1002,6 +1002,23 @@ DEFAULT_MIN_COVERAGE = 0.3
 DEFAULT_MIN_DENSE = 1.01  # above any cosine: the dense leg rescues nothing until measured for a model
 EVIDENCE_TOP = 3
 
+# The dense leg's thresholds per embedding model (``embedding.model``), measured by
+# bench/bench_evidence.py --dense-dir: cosines are not comparable across models (e5's run much
+# higher than USE's). ``DENSE_RESCUE``: a best cosine at or above it answers a question the
+# lexical checks would refuse; ``DENSE_FLOOR``: a best cosine below it refuses. A model missing
+# here keeps the lexical checks alone.
+# e5-small: no wrongly refused answerable question has a cosine near the rescue, so 0.925 (the
+# lowest that answers no rightly refused question) changes nothing measured; the floor 0.79
+# rightly refuses more off-topic English questions and no answerable one.
+DENSE_RESCUE: dict[str, float] = {"e5-small": 0.925}
+DENSE_FLOOR: dict[str, float] = {"e5-small": 0.79}
+
+
+def dense_thresholds(model: str) -> tuple[float, float]:
+    """``(min_dense, dense_floor)`` for the embedding model ``model`` (the dense leg unused when
+    the model has not been measured)."""
+    return DENSE_RESCUE.get(model, DEFAULT_MIN_DENSE), DENSE_FLOOR.get(model, 0.0)
+
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
@@ -1136,6 +1153,7 @@ def check_evidence(
     max_absent: float = DEFAULT_MAX_ABSENT,
     min_coverage: float = DEFAULT_MIN_COVERAGE,
     min_dense: float = DEFAULT_MIN_DENSE,
+    dense_floor: float = 0.0,
 ) -> str | None:
     """Why the question should be refused, or None to answer it.
 
@@ -1145,11 +1163,14 @@ def check_evidence(
     however well its other words match); or when the lexical evidence is below ``min_sparse``.
     A dense similarity of ``min_dense`` or more overrides the lexical evidence (a paraphrase or
     a question in another language than the notes can pass on meaning), and the absent terms
-    too when none of the naming terms occurs (a Chinese question on English notes).
+    too when none of the naming terms occurs (a Chinese question on English notes). A best dense
+    similarity below ``dense_floor`` refuses (nothing in the notes is close in meaning).
     ``min_sparse`` 0 turns the check off.
     """
     if min_sparse <= 0:
         return None
+    if ev.dense is not None and ev.dense < dense_floor:
+        return f"closest passage similarity {ev.dense:.2f} below {dense_floor:.2f}"
     by_meaning = ev.dense is not None and ev.dense >= min_dense
     all_absent = len(ev.absent) >= ev.named
     if (
@@ -1250,7 +1271,12 @@ def answer_stream(
     def unreachable(exc: LLMUnavailableError) -> str:
         return f"{exc.one_line()}; showing an extractive answer instead"
 
-    why = "nothing was retrieved" if not hits else check_evidence(checks, min_sparse=threshold)
+    min_dense, dense_floor = dense_thresholds(engine.settings.embedding.model)
+    why = (
+        "nothing was retrieved"
+        if not hits
+        else check_evidence(checks, min_sparse=threshold, min_dense=min_dense, dense_floor=dense_floor)
+    )
     if why is not None:
         yield TokenEvent(REFUSAL[language])
         yield from finish(REFUSAL[language], "refused", [], [], note=why)

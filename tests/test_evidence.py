@@ -8,13 +8,17 @@ from collections.abc import Iterator
 import pytest
 
 from rag.answer import (
+    DEFAULT_MIN_DENSE,
     DEFAULT_MIN_EVIDENCE,
+    DENSE_FLOOR,
+    DENSE_RESCUE,
     REFUSAL,
     CorpusView,
     Evidence,
     answer,
     check_evidence,
     corpus_view,
+    dense_thresholds,
     key_terms,
     measure_evidence,
 )
@@ -121,6 +125,25 @@ def test_check_evidence_thresholds_and_legs() -> None:
     assert check_evidence(other_language) is not None  # no dense leg measured: refused
 
 
+def test_the_dense_floor_refuses_what_nothing_resembles() -> None:
+    strong = Evidence(0.9, (), 0.0, 0.9, dense=0.7, graph=None, named=1)
+    assert check_evidence(strong) is None  # no floor by default
+    assert check_evidence(strong, dense_floor=0.79) == "closest passage similarity 0.70 below 0.79"
+    assert check_evidence(strong, dense_floor=0.6) is None
+    no_leg = Evidence(0.9, (), 0.0, 0.9, dense=None, graph=None, named=1)
+    assert check_evidence(no_leg, dense_floor=0.79) is None  # without a dense leg the floor never acts
+    assert check_evidence(strong, min_sparse=0.0, dense_floor=0.79) is None  # 0 turns every check off
+
+
+def test_dense_thresholds_are_per_model() -> None:
+    rescue, floor = dense_thresholds("e5-small")
+    assert (rescue, floor) == (DENSE_RESCUE["e5-small"], DENSE_FLOOR["e5-small"])
+    assert 0.0 < floor < rescue <= 1.0
+    # a model that was never measured keeps the lexical checks alone
+    assert dense_thresholds("use") == (DEFAULT_MIN_DENSE, 0.0)
+    assert dense_thresholds("none") == (DEFAULT_MIN_DENSE, 0.0)
+
+
 # -- the answer path --------------------------------------------------------------------------------
 
 
@@ -161,6 +184,27 @@ def test_questions_about_absent_terms_are_refused_on_both_paths(
         llm.close()
         assert not stub.chats()  # the model was never asked
     assert generated.kind == "refused" and generated.note == extractive.note
+
+
+def test_the_answer_path_uses_the_thresholds_of_the_engine_s_model(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rag.answer as answer_module
+
+    question = "怎么进入容器"
+    model = engine.settings.embedding.model
+    far = Evidence(0.9, (), 0.0, 0.9, dense=0.5, graph=None, named=1)
+    monkeypatch.setattr(answer_module, "measure_evidence", lambda *_: far)
+    assert answer(engine, None, question).kind == "extractive"  # model not measured: no floor
+    monkeypatch.setitem(DENSE_FLOOR, model, 0.79)
+    final = answer(engine, None, question)
+    assert final.kind == "refused" and final.note is not None
+    assert "closest passage similarity 0.50 below 0.79" in final.note
+    weak = Evidence(0.05, (), 0.0, 0.9, dense=0.95, graph=None, named=1)
+    monkeypatch.setattr(answer_module, "measure_evidence", lambda *_: weak)
+    assert answer(engine, None, question).kind == "refused"  # weak lexical evidence, no rescue
+    monkeypatch.setitem(DENSE_RESCUE, model, 0.9)
+    assert answer(engine, None, question).kind == "extractive"  # close in meaning: rescued
 
 
 def test_the_check_is_cheap(engine: Engine) -> None:
