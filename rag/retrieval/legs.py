@@ -15,6 +15,7 @@ then mostly writes.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -351,9 +352,16 @@ def fill_uncovered(per_leg: dict[str, dict[str, float]], embedded: set[str]) -> 
         return {name: scores for name, scores in per_leg.items() if name != "dense"}
     dense_sorted = sorted(dense.values(), reverse=True)
     filled = dict(dense)
+    # Borrowed scores strictly decrease down the sparse list: past the end of the dense list (or
+    # where dense scores tie) equal scores would let a rank-based fusion (RRF) order those chunks
+    # by id instead of by their sparse rank.
+    step = 1e-9 * max(1.0, abs(dense_sorted[0]), abs(dense_sorted[-1]))
+    previous = math.inf
     for rank, (cid, _) in enumerate(sorted(sparse.items(), key=lambda kv: (-kv[1], kv[0]))):
         if cid not in embedded and cid not in filled:
-            filled[cid] = dense_sorted[min(rank, len(dense_sorted) - 1)]
+            borrowed = min(dense_sorted[min(rank, len(dense_sorted) - 1)], previous - step)
+            filled[cid] = borrowed
+            previous = borrowed
     return {**per_leg, "dense": filled}
 
 
