@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 
 from rag.errors import ConfigError, LLMError, LLMStreamError, LLMTimeoutError, LLMUnavailableError
-from rag.llm.base import LLMInfo, cached_context_length, remember_context_length
+from rag.llm.base import ModelIdentity
 
 
 class Done(str):
@@ -287,7 +287,7 @@ def request_json(
             raise LLMStreamError(f"{what} sent a reply that is not JSON from {url}") from None
 
 
-class HTTPChatLLM:
+class HTTPChatLLM(ModelIdentity):
     """The base of an adapter that speaks HTTP itself through httpx (the OpenAI-compatible one;
     Ollama's goes through the official client): settings, one pooled client, the two-phase
     timeouts, JSON requests and streamed chats with the adapter's error mapping, and the
@@ -327,26 +327,7 @@ class HTTPChatLLM:
     def _parse_line(self, line: str) -> str | None:
         raise NotImplementedError
 
-    def _lookup_context_length(self) -> int:
-        raise NotImplementedError
-
     # -- shared ------------------------------------------------------------------------------------
-
-    def info(self) -> LLMInfo:
-        return {"backend": self.backend, "model": self.model}
-
-    def context_length(self) -> int:
-        """The configured ``num_ctx``, else the model's own window, looked up once per
-        (backend, URL, model) in a process."""
-        if self.settings.num_ctx is not None:
-            return int(self.settings.num_ctx)
-        key = (self.backend, self.url, self.model)
-        cached = cached_context_length(key)
-        if cached is not None:
-            return cached
-        value = self._lookup_context_length()
-        remember_context_length(key, value)
-        return value
 
     def _json(
         self,

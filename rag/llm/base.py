@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Literal, Protocol, TypedDict, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, TypedDict, runtime_checkable
+
+if TYPE_CHECKING:
+    from rag.settings import LLMSettings
 
 Role = Literal["system", "user", "assistant"]
 
@@ -65,3 +68,32 @@ def remember_context_length(key: tuple[str, str, str], value: int) -> None:
 def clear_context_cache() -> None:
     with _CONTEXT_LOCK:
         _CONTEXT_CACHE.clear()
+
+
+class ModelIdentity:
+    """What every adapter answers the same way: ``info()`` and ``context_length()`` (the configured
+    ``num_ctx``, else the model's own window, looked up once per (backend, URL, model) in a
+    process). An adapter sets ``backend``, ``url``, ``model`` and ``settings`` and supplies
+    ``_lookup_context_length``."""
+
+    backend: str
+    url: str
+    model: str
+    settings: LLMSettings
+
+    def _lookup_context_length(self) -> int:
+        raise NotImplementedError
+
+    def info(self) -> LLMInfo:
+        return {"backend": self.backend, "model": self.model}
+
+    def context_length(self) -> int:
+        if self.settings.num_ctx is not None:
+            return int(self.settings.num_ctx)
+        key = (self.backend, self.url, self.model)
+        cached = cached_context_length(key)
+        if cached is not None:
+            return cached
+        value = self._lookup_context_length()
+        remember_context_length(key, value)
+        return value

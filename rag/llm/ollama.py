@@ -45,7 +45,7 @@ from rag.errors import (
     ModelNotFoundError,
 )
 from rag.llm._http import DONE, Done, StreamReader, Timeouts, check_url, error_text, stream_lines
-from rag.llm.base import ChatMessage, LLMInfo, cached_context_length, remember_context_length
+from rag.llm.base import ChatMessage, ModelIdentity
 from rag.settings import LLMSettings
 
 DEFAULT_CONTEXT = 4096  # when show names no context length at all
@@ -150,7 +150,7 @@ class _ChatReader(StreamReader):
             self.llm._local.reader = None
 
 
-class OllamaLLM:
+class OllamaLLM(ModelIdentity):
     """Chat with one model on an Ollama server. One instance may serve several threads;
     ``last_stats`` (Ollama's counts from the final part) then belongs to whichever stream ended last.
 
@@ -243,22 +243,6 @@ class OllamaLLM:
                 attempt += 1
 
     # -- the LLM protocol --------------------------------------------------------------------------
-
-    def info(self) -> LLMInfo:
-        return {"backend": self.backend, "model": self.model}
-
-    def context_length(self) -> int:
-        """The configured ``num_ctx``, else the model's own window, looked up once per
-        (backend, URL, model) in a process."""
-        if self.settings.num_ctx is not None:
-            return int(self.settings.num_ctx)
-        key = (self.backend, self.url, self.model)
-        cached = cached_context_length(key)
-        if cached is not None:
-            return cached
-        value = self._lookup_context_length()
-        remember_context_length(key, value)
-        return value
 
     def _lookup_context_length(self) -> int:
         try:
