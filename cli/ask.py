@@ -7,20 +7,14 @@ from typing import Any
 
 import click
 
-from cli.common import common_options, emit_json
+from cli.common import answer_k_option, common_options, emit_json
 from rag.settings import Settings
 
 
 @click.command("ask")
 @click.argument("question")
 @click.option("--no-llm", is_flag=True, help="Do not call a model: answer with the best cited sentences.")
-@click.option(
-    "-k",
-    "k",
-    type=click.IntRange(1, 50),
-    default=None,
-    help="Chunks offered to the model as numbered context [default: RAG_ANSWER__K, 6].",
-)
+@answer_k_option
 @common_options
 def ask_cmd(question: str, no_llm: bool, k: int | None, settings: Settings, as_json: bool) -> None:
     """Answer QUESTION from your documents, citing them as [n] (file, page, quote).

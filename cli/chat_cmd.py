@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from cli.common import common_options, emit_json
+from cli.common import answer_k_option, common_options, emit_json
 from rag.settings import Settings
 
 EXIT_WORDS = {"/exit", "/quit", "exit", "quit", ":q"}
@@ -17,13 +17,7 @@ RESET_WORDS = {"/reset", "/new"}
 
 @click.command("chat")
 @click.option("--no-llm", is_flag=True, help="Do not call a model: cited sentences, follow-ups by key terms.")
-@click.option(
-    "-k",
-    "k",
-    type=click.IntRange(1, 50),
-    default=None,
-    help="Chunks offered to the model as numbered context [default: RAG_ANSWER__K, 6].",
-)
+@answer_k_option
 @common_options
 def chat_cmd(no_llm: bool, k: int | None, settings: Settings, as_json: bool) -> None:
     """Talk with your documents: ask, then ask follow-ups ("它默认监听哪个端口？").

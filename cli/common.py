@@ -16,6 +16,16 @@ from rag.settings import load_settings
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# -k of the commands that answer (ask, chat): how many chunks the model sees
+answer_k_option = click.option(
+    "-k",
+    "k",
+    type=click.IntRange(1, 50),
+    default=None,
+    help="Chunks offered to the model as numbered context [default: RAG_ANSWER__K, 6].",
+)
+
+
 def common_options(fn: F) -> F:
     """--data-dir, --config and --json, on every command."""
 
