@@ -45,6 +45,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_pdf_extract import _peak_rss_mb  # noqa: E402  (VmHWM, not ru_maxrss: see there)
 
 DEFAULT_DOCS = ROOT.parent / "shared" / "eval" / "pdf_reports_en" / "docs"
 DEFAULT_BASELINE = "7aed212"  # the last commit whose extractor called page.find_tables
@@ -89,19 +92,6 @@ def _runner(config: str, baseline: str, tmp: Path) -> Callable[[bytes], list[str
         from ingest.pdf import extract_pdf as extract
     tables = config != "after-no-tables"
     return lambda data: per_page(extract(data, tables=tables))
-
-
-def _peak_rss_mb() -> float:
-    """This process's peak resident set size. Read from ``VmHWM`` where Linux has it: on Linux
-    ``ru_maxrss`` keeps the parent's peak across ``exec``, so a worker started by a parent that
-    had just generated a large PDF would report the parent's memory."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _cpu() -> float:
