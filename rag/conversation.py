@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from rag.answer import Answer, Event, FinalEvent, answer_stream, detect_language
-from rag.errors import InputError, LLMError
-from rag.llm.base import LLM, ChatMessage
+from rag.errors import InputError, LLMError, LLMUnavailableError
+from rag.llm.base import LLM, ChatMessage, LLMInfo
 from rag.settings import AnswerSettings
 from rag.sparse.tokenize import CHINESE_STOPWORDS, ENGLISH_STOPWORDS
 
@@ -150,6 +150,8 @@ class Rewrite:
     standalone: str
     method: RewriteMethod
     note: str | None = None
+    # The model could not be reached while rewriting: the answer need not try it again.
+    unreachable: LLMUnavailableError | None = field(default=None, compare=False, repr=False)
 
     @property
     def changed(self) -> bool:
@@ -301,12 +303,36 @@ def condense(question: str, history: Sequence[ChatMessage], llm: LLM | None) -> 
             note = (
                 f"the question was not rewritten by the model ({exc.one_line()}); carried key terms instead"
             )
+            if isinstance(exc, LLMUnavailableError):
+                return Rewrite(question, carry_terms(question, earlier), "terms", note, exc)
         else:
             cleaned = clean_reply(reply, question)
             if cleaned is not None:
                 return Rewrite(question, cleaned, "llm")
             note = "the model's rewrite was not a usable question; carried key terms instead"
     return Rewrite(question, carry_terms(question, earlier), "terms", note)
+
+
+class _Unreachable:
+    """``llm`` as it was found a moment ago: unreachable. The answer's first request raises the
+    same error, so :func:`rag.answer.answer_stream` takes its extractive fallback (or, with the
+    fallback off, reports the error) without trying the server again."""
+
+    def __init__(self, llm: LLM, error: LLMUnavailableError) -> None:
+        self._llm = llm
+        self._error = error
+
+    def info(self) -> LLMInfo:
+        return self._llm.info()
+
+    def context_length(self) -> int:
+        raise self._error
+
+    def stream_chat(self, messages: Sequence[ChatMessage]) -> Iterator[str]:
+        raise self._error
+
+    def close(self) -> None:
+        self._llm.close()
 
 
 def conversation_stream(
@@ -325,6 +351,10 @@ def conversation_stream(
     with ``llm=None``: key terms)."""
     rewrite = condense(question, history, condense_llm if condense_llm is not None else llm)
     yield RewriteEvent(rewrite)
+    if rewrite.unreachable is not None and llm is not None and condense_llm in (None, llm):
+        # The same server just failed every retry: the answer falls back at once instead of
+        # spending the retries (and their back-off) a second time.
+        llm = _Unreachable(llm, rewrite.unreachable)
     for event in answer_stream(engine, llm, rewrite.standalone, k=k, settings=settings):
         if isinstance(event, FinalEvent):
             yield ConversationFinalEvent(event.answer, rewrite=rewrite)

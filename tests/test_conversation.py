@@ -24,7 +24,7 @@ from rag.conversation import (
     key_terms,
 )
 from rag.engine import Engine
-from rag.errors import InputError
+from rag.errors import InputError, LLMUnavailableError
 from rag.llm import clear_context_cache
 from rag.llm.base import ChatMessage
 from rag.llm.ollama import OllamaLLM
@@ -176,6 +176,52 @@ def test_an_unreachable_model_falls_back_to_terms() -> None:
     llm.close()
     assert rewrite.method == "terms" and rewrite.standalone == f"{FOLLOW_UP} Ollama"
     assert rewrite.note is not None and "cannot reach Ollama" in rewrite.note
+
+
+class DeadServer:
+    """An adapter whose server refuses every connection; it counts how often it was tried."""
+
+    def __init__(self) -> None:
+        self.tries = 0
+
+    def info(self) -> dict[str, str]:
+        return {"backend": "ollama", "model": MODEL}
+
+    def _refuse(self) -> LLMUnavailableError:
+        self.tries += 1
+        return LLMUnavailableError("cannot reach Ollama at http://127.0.0.1:9", hint="start it")
+
+    def context_length(self) -> int:
+        raise self._refuse()
+
+    def stream_chat(self, messages: Any) -> Iterator[str]:
+        raise self._refuse()
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_model_found_unreachable_while_rewriting_is_not_tried_again(engine: Engine) -> None:
+    dead = DeadServer()
+    events = list(conversation_stream(engine, dead, FOLLOW_UP, ABOUT_OLLAMA, settings=ALWAYS))  # type: ignore[arg-type]
+    assert dead.tries == 1  # the condense call only; the answer fell back without a second round of retries
+    rewrite = events[0]
+    assert isinstance(rewrite, RewriteEvent) and rewrite.rewrite.method == "terms"
+    final = events[-1]
+    assert isinstance(final, ConversationFinalEvent)
+    assert final.answer.kind == "extractive"
+    assert final.answer.note is not None and "cannot reach Ollama" in final.answer.note
+    assert final.answer.hits[0].chunk.source == "ollama.md"
+
+
+def test_a_separate_rewrite_model_that_is_down_does_not_skip_the_answer_model(engine: Engine) -> None:
+    dead, answering = DeadServer(), DeadServer()
+    events = list(
+        conversation_stream(engine, answering, FOLLOW_UP, ABOUT_OLLAMA, settings=ALWAYS, condense_llm=dead)  # type: ignore[arg-type]
+    )
+    assert dead.tries == 1 and answering.tries == 1  # the answer's model was tried on its own
+    final = events[-1]
+    assert isinstance(final, ConversationFinalEvent) and final.answer.kind == "extractive"
 
 
 # -- answers to follow-ups ------------------------------------------------------------------------
