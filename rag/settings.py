@@ -36,6 +36,12 @@ class ChunkingSettings(BaseModel):
     overlap: int = Field(
         50, ge=0, le=2048, description="Units repeated between consecutive chunks of one section."
     )
+    context: bool = Field(
+        True,
+        description="Index each chunk with what identifies it but is not in its text: the document title, "
+        "the page's running header (PDFs), the column headers of the table it starts inside. "
+        "The text shown and its offsets do not change.",
+    )
 
     @field_validator("overlap")
     @classmethod
