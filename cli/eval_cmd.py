@@ -309,7 +309,7 @@ def _llm_question_writer(llm: LLM) -> Any:
     from rag.models import Chunk
 
     def write(chunk: Chunk) -> str | None:
-        prompt = _QUESTION_PROMPT.format(text=chunk.index_text()[:4000])
+        prompt = _QUESTION_PROMPT.format(text=chunk.index_text(with_context=False)[:4000])
         try:
             reply = "".join(llm.stream_chat([{"role": "user", "content": prompt}]))
         except LLMError:

@@ -5,8 +5,9 @@ queries for known-item topics", SIGIR 2007): take text from one unit and use
 it as a query whose only relevant unit is the one it came from. Here:
 
 * **corpus ids** are the chunk ids of the index: one corpus entry per chunk
-  (``title`` = the chunk's heading path, ``text`` = the chunk text, plus
-  ``source``/``page``/``ordinal`` for people reading the file);
+  (``title`` = the chunk's heading path and context, one a line, as the
+  indexes see them; ``text`` = the chunk text; plus ``heading``, ``context``,
+  ``source``, ``page`` and ``ordinal`` for people and scripts reading the file);
 * **queries** are salient sentences: body sentences (no headings, code,
   tables or URLs) of 8-48 units (a CJK letter or a word each), ranked within
   each document by the mean inverse document frequency, over all chunks, of
@@ -20,6 +21,10 @@ it as a query whose only relevant unit is the one it came from. Here:
 * the sentence is **removed** from its chunk's text in ``corpus.jsonl``, so the
   query is not a trivial string match: what is left is the context around it.
   Chunks with fewer than ``min_context_units`` left are not used.
+* **context is never the query**: sentences come from a chunk's own text, their
+  salience is counted over heading paths and texts only (so the same sentences
+  are picked whether chunks carry context or not), and a sentence found in any
+  chunk's context is not used.
 
 Salience by IDF favours sentences with rare terms, which the lexical leg finds
 easily; compare modes on such a collection with that in mind.
@@ -162,7 +167,7 @@ def _salience(
     """Every candidate sentence with its mean IDF (``ln(N / df)`` over chunks, Sparck Jones 1972)."""
     df: dict[str, int] = {}
     for c in chunks:
-        for tok in set(tokenize(c.index_text())):
+        for tok in set(tokenize(c.index_text(with_context=False))):
             df[tok] = df.get(tok, 0) + 1
     n = len(chunks)
     out = []
@@ -249,7 +254,9 @@ def _usable(cand: _Candidate, used: set[str], haystack: str, min_context_units: 
 
 
 def build_corpus(chunks: Iterable[Chunk], queries: Sequence[GeneratedQuery]) -> list[dict[str, Any]]:
-    """One corpus entry per chunk, sorted by source and position; query sentences cut out of their chunk."""
+    """One corpus entry per chunk, sorted by source and position; query sentences cut out of their chunk.
+
+    ``title`` is what the indexes see before the text (heading path, then context, one a line)."""
     cut = {q.chunk_id: q for q in queries if q.end > q.start}
     rows = []
     for c in sorted(chunks, key=lambda c: (c.source, c.ordinal, c.start, c.chunk_id)):
@@ -260,8 +267,10 @@ def build_corpus(chunks: Iterable[Chunk], queries: Sequence[GeneratedQuery]) -> 
         rows.append(
             {
                 "_id": c.chunk_id,
-                "title": c.heading,
+                "title": "\n".join(p for p in (c.heading, c.context) if p),
                 "text": text,
+                "heading": c.heading,
+                "context": c.context,
                 "source": c.source,
                 "page": c.page,
                 "ordinal": c.ordinal,
@@ -377,7 +386,7 @@ def generate_collection(
         "n_queries_requested": n_queries,
         "seed": seed,
         "corpus_ids": "chunk ids of the source index; one corpus entry per chunk "
-        "(title = heading path, text = chunk text)",
+        "(title = heading path and context, one a line; text = chunk text)",
         "queries": (
             f"a salient body sentence of {min_units}-{max_units} units per chunk (mean IDF over chunks), "
             "documents visited round-robin in a seeded order; the sentence is removed from its chunk's "

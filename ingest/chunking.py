@@ -59,7 +59,7 @@ from rag.models import ChunkSpan
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt
 
-__all__ = ["chunk_markdown", "chunk_plain", "measure"]
+__all__ = ["chunk_markdown", "chunk_plain", "document_title", "measure", "table_header_at"]
 
 # --- units ----------------------------------------------------------------------------------------------
 
@@ -505,3 +505,99 @@ def chunk_plain(text: str, *, size: int, overlap: int, hard_breaks: Sequence[int
     if not text.strip():
         return []
     return _chunk_regions(text, _plain_regions(text), size, overlap, hard_breaks)
+
+
+# --- what identifies a chunk beyond its own text --------------------------------------------------------
+
+_TABLE_LINE_RE = re.compile(r"[ \t]{0,3}\|")
+_TABLE_DELIMITER_RE = re.compile(r"[ \t]{0,3}\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*")
+_TABLE_CELL_SPLIT_RE = re.compile(r"(?<!\\)\|")
+_TITLE_SCAN = 20_000  # characters searched for a document's title
+_ATX_H1_RE = re.compile(r"^[ ]{0,3}#[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
+_FRONT_TITLE_RE = re.compile(r"^title:[ \t]*[\"']?(.+?)[\"']?[ \t]*$", re.MULTILINE | re.IGNORECASE)
+_TABLE_BACK_LINES = 5000  # a chunk further than this into one table gets no header
+
+
+def _line_start(text: str, pos: int) -> int:
+    return max(text.rfind("\n", 0, pos), text.rfind("\r", 0, pos)) + 1
+
+
+def table_header_at(text: str, start: int) -> str | None:
+    """The header row of the markdown table that ``start`` lies inside, when that row is before
+    ``start`` (a chunk starting there does not hold it): its cells joined by " | ". None when
+    ``start`` is not inside a table body."""
+    line = _line_start(text, start)
+    if not _TABLE_LINE_RE.match(text, line):
+        return None
+    first = line
+    for _ in range(_TABLE_BACK_LINES):
+        if first == 0:
+            break
+        prev = _line_start(text, first - 1)
+        if not _TABLE_LINE_RE.match(text, prev) or not _line_at(text, prev).strip():
+            break
+        first = prev
+    else:
+        return None
+    if first >= line:
+        return None  # the chunk starts on the header row itself
+    header = _line_at(text, first)
+    after = first + len(header)
+    delimiter = _line_at(text, _skip_newline(text, after))
+    if not _TABLE_DELIMITER_RE.fullmatch(delimiter) or _skip_newline(text, after) > line:
+        return None
+    cells = [c.strip().replace("\\|", "|") for c in _TABLE_CELL_SPLIT_RE.split(header.strip())]
+    cells = [c for c in cells if c]
+    return " | ".join(cells) or None
+
+
+def _line_at(text: str, pos: int) -> str:
+    end = len(text)
+    for nl in ("\n", "\r"):
+        i = text.find(nl, pos)
+        if i != -1:
+            end = min(end, i)
+    return text[pos:end]
+
+
+def _skip_newline(text: str, pos: int) -> int:
+    if text.startswith("\r\n", pos):
+        return pos + 2
+    return pos + 1 if pos < len(text) and text[pos] in "\r\n" else pos
+
+
+def document_title(text: str, fmt: str) -> str | None:
+    """A markdown document's title: ``title:`` in its front matter, else its first ``#`` heading
+    (outside code). A text document's: its first line, when short and a paragraph of its own."""
+    head = text[:_TITLE_SCAN]
+    if fmt == "markdown":
+        front = _front_matter_end(head)
+        if front:
+            m = _FRONT_TITLE_RE.search(head, 0, front)
+            if m and m.group(1).strip():
+                return _heading_title(m.group(1))
+        fence: str | None = None
+        for raw in head[front:].splitlines():
+            marker = _FENCE_MARK_RE.match(raw)
+            if marker:
+                tick = marker.group(1)[0]
+                if fence is None:
+                    fence = tick
+                elif fence == tick:
+                    fence = None
+                continue
+            if fence is None:
+                m = _ATX_H1_RE.match(raw)
+                if m:
+                    return _heading_title(m.group(1)) or None
+        return None
+    lines = head.lstrip().splitlines()
+    if len(lines) >= 2 and not lines[1].strip():
+        first = lines[0].strip()
+        if 0 < measure(first) <= 20 and len(first) <= 120 and not first.endswith(_TITLE_STOPS):
+            return first
+    return None
+
+
+_FENCE_MARK_RE = re.compile(r"^[ ]{0,3}(`{3,}|~{3,})")
+_TITLE_STOPS = tuple(".。!！?？:：;；,，")

@@ -29,6 +29,13 @@ yields text, raise :class:`CorruptPdfError`; a readable PDF without text on any 
 without text, is still returned, with a note saying so. MuPDF's own messages are kept off stderr
 while a file is read.
 
+Context (what identifies a page but may not be on it; the chunker indexes it with each chunk, it is
+never part of the text): the document's ``title``, from the PDF's metadata when that names the
+document (not a file name such as ``HHS2022B`` or ``Microsoft Word - a.docx``), else the largest
+line(s) of the first page with text; and each page's ``running_headers``, the lines repeated in the
+top or bottom margin of many pages at the same height (:func:`running_headers`), page numbers and
+the numbers that change from page to page left out.
+
 Memory: pages are read one at a time; until the whole document's styles are known each page
 waits as packed lines (text plus a few numbers per line; its text dicts, drawings and spans are
 dropped), and each is freed once rendered, so the Python heap peaks at about three times the
@@ -115,14 +122,23 @@ def extract_pdf(
     with _quiet_mupdf(pymupdf):
         doc = _open(pymupdf, data, label)
         try:
+            margins: list[_MarginLine] = []
+            first_lines: list[tuple[float, str]] = []
             if mode == "markdown":
                 pages, statuses = _markdown_pages(pymupdf, doc)
+                margins = _text_margins(pages)
             else:
-                pages, statuses = _text_pages(pymupdf, doc, tables=tables)
+                pages, statuses = _text_pages(
+                    pymupdf, doc, tables=tables, margins=margins, first_lines=first_lines
+                )
             repaired = bool(doc.is_repaired)
+            meta_title = _metadata_title(doc)
         finally:
             doc.close()
-    return _assemble(pages, statuses, repaired=repaired, label=label)
+    out = _assemble(pages, statuses, repaired=repaired, label=label)
+    out.running_headers = running_headers(margins, sum(1 for st in statuses if st.has_text))
+    out.title = meta_title or _first_page_title(first_lines)
+    return out
 
 
 # --- opening and diagnostics ---------------------------------------------------------------------
@@ -392,7 +408,16 @@ class _Page:
         return out
 
 
-def _text_pages(pymupdf: Any, doc: pymupdf.Document, *, tables: bool) -> tuple[list[str], list[_PageStatus]]:
+def _text_pages(
+    pymupdf: Any,
+    doc: pymupdf.Document,
+    *,
+    tables: bool,
+    margins: list[_MarginLine] | None = None,
+    first_lines: list[tuple[float, str]] | None = None,
+) -> tuple[list[str], list[_PageStatus]]:
+    """Rendered pages and their statuses. ``margins`` receives the lines in each page's top and
+    bottom margin, ``first_lines`` the (size, text) lines of the first page with text."""
     flags = _text_flags(pymupdf)
     parsed: list[_Page] = []
     statuses: list[_PageStatus] = []
@@ -419,6 +444,10 @@ def _text_pages(pymupdf: Any, doc: pymupdf.Document, *, tables: bool) -> tuple[l
                     if run[0].size not in candidates and _heading_shaped(run):
                         candidates.add(run[0].size)
             _classify(page, status, _take_warnings(pymupdf))
+            if margins is not None:
+                margins.extend(_margin_lines(i + 1, blocks, page.rect.height))
+            if first_lines is not None and not first_lines and status.has_text and i < TITLE_MAX_PAGE:
+                first_lines.extend((ln.size, ln.text) for block in blocks for ln in block)
         except Exception:
             status.damaged = True
             _take_warnings(pymupdf)
@@ -1069,6 +1098,140 @@ def _code_block(lines: list[_Line]) -> str:
     text = "\n".join(body)
     fence = "~~~" if "```" in text else "```"
     return f"{fence}\n{text}\n{fence}"
+
+
+# --- document context: title and running headers ------------------------------------------------
+
+TITLE_MAX_PAGE = 3  # the title is looked for on the first page with text among the first three
+TITLE_MAX_CHARS = 160
+MARGIN_BAND = 0.12  # top and bottom share of the page height where running headers sit
+MARGIN_LINES = 3  # lines looked at in each band, nearest the edge first
+MARGIN_Y_TOLERANCE = 4.0  # points: a running header sits at the same height on every page
+HEADER_MIN_PAGES = 3
+HEADER_MIN_SHARE = 0.05  # of the pages with text
+HEADER_MAX_CHARS = 120
+
+_FILE_NAME_RE = re.compile(r"\.(?:docx?|pdf|indd|pptx?|xlsx?|rtf|odt|tex|txt|md)\s*$", re.IGNORECASE)
+_APP_TITLE_RE = re.compile(
+    r"^(?:microsoft (?:word|powerpoint|excel)\b|untitled\b|document\d*$)", re.IGNORECASE
+)
+_PAGE_WORDS = frozenset(
+    {"page", "pages", "p", "p.", "pg", "pg.", "of", "/", "|", "-", "–", "—", "第", "页", "共"}
+)
+_DIGITS_RE = re.compile(r"\d+")
+_PAGE_NUMBER_RE = re.compile(r"[-–—(\[]*\d{1,4}[-–—)\]]*")
+
+
+@dataclass(frozen=True, slots=True)
+class _MarginLine:
+    page: int
+    top: bool  # in the top band (else the bottom one)
+    y: float  # the line's top, in points (-1 when unknown)
+    text: str
+
+
+def _metadata_title(doc: pymupdf.Document) -> str | None:
+    """The metadata title when it reads like one: two words or more, not an application's or a
+    file's name."""
+    try:
+        raw = (doc.metadata or {}).get("title") or ""
+    except Exception:
+        return None
+    title = " ".join(str(raw).split())
+    if (
+        len(title.split()) < 2
+        or len(title) > TITLE_MAX_CHARS
+        or sum(ch.isalpha() for ch in title) < 4
+        or _FILE_NAME_RE.search(title)
+        or _APP_TITLE_RE.match(title)
+    ):
+        return None
+    return title
+
+
+def _first_page_title(lines: Sequence[tuple[float, str]]) -> str | None:
+    """The lines set in the largest size on the first page with text (at most three, in reading
+    order), when that size is not the only one on the page."""
+    sizes = {size for size, text in lines if _visible(text)}
+    if len(sizes) < 2:
+        return None
+    top = max(sizes)
+    picked = [text.strip() for size, text in lines if size == top and _visible(text)][:HEADING_MAX_LINES]
+    title = _join_lines(picked)
+    if not title or len(title) > TITLE_MAX_CHARS or sum(ch.isalpha() for ch in title) < 3:
+        return None
+    return title
+
+
+def _margin_lines(page: int, blocks: Sequence[Sequence[_Line]], height: float) -> list[_MarginLine]:
+    lines = [ln for block in blocks for ln in block if ln.text.strip()]
+    if height <= 0 or not lines:
+        return []
+    top = sorted((ln for ln in lines if ln.y1 <= height * MARGIN_BAND), key=lambda ln: ln.y0)
+    bottom = sorted((ln for ln in lines if ln.y0 >= height * (1 - MARGIN_BAND)), key=lambda ln: -ln.y1)
+    return [_MarginLine(page, True, ln.y0, ln.text.strip()) for ln in top[:MARGIN_LINES]] + [
+        _MarginLine(page, False, ln.y0, ln.text.strip()) for ln in bottom[:MARGIN_LINES]
+    ]
+
+
+def _text_margins(pages: Sequence[str]) -> list[_MarginLine]:
+    """Margin lines without geometry (markdown mode): the first and last lines of each page."""
+    out: list[_MarginLine] = []
+    for i, text in enumerate(pages):
+        lines = [ln.strip().lstrip("#").strip() for ln in text.splitlines() if ln.strip()]
+        out += [_MarginLine(i + 1, True, -1.0, ln) for ln in lines[:MARGIN_LINES]]
+        out += [_MarginLine(i + 1, False, -1.0, ln) for ln in lines[::-1][:MARGIN_LINES]]
+    return out
+
+
+def running_headers(margins: Sequence[_MarginLine], text_pages: int) -> dict[int, tuple[str, ...]]:
+    """Page -> its running headers and footers: margin lines that, with their numbers ignored, recur
+    at the same height in the same margin on at least ``HEADER_MIN_PAGES`` pages and
+    ``HEADER_MIN_SHARE`` of the pages with text. Shown as the words every occurrence shares (a
+    page number or a count that changes is dropped); a line left with no word but "page", "of"
+    and the like is a page number and is not a header."""
+    need = max(HEADER_MIN_PAGES, round(HEADER_MIN_SHARE * text_pages))
+    groups: dict[tuple[bool, str], list[_MarginLine]] = {}
+    for m in margins:
+        if len(m.text) <= HEADER_MAX_CHARS:
+            key = (m.top, _DIGITS_RE.sub("#", " ".join(m.text.casefold().split())))
+            groups.setdefault(key, []).append(m)
+    out: dict[int, list[str]] = {}
+    for members in groups.values():
+        ys = sorted(m.y for m in members)
+        median = ys[len(ys) // 2]
+        steady = [m for m in members if abs(m.y - median) <= MARGIN_Y_TOLERANCE]
+        pages = sorted({m.page for m in steady})
+        if len(pages) < need:
+            continue
+        text = _shared_words([m.text for m in steady])
+        if text is None:
+            continue
+        for page in pages:
+            if text not in out.setdefault(page, []):
+                out[page].append(text)
+    return {page: tuple(texts) for page, texts in sorted(out.items())}
+
+
+def _shared_words(texts: Sequence[str]) -> str | None:
+    """The words every text has at the same place. A word that changes must be a page number (digits,
+    a different one on almost every page); anything else that changes ("Table 2.1" then "Table 3.4")
+    makes the line numbered content, not a header. None when fewer than three letters are left
+    outside words like "page" and "of"."""
+    split = [t.split() for t in texts]
+    common = Counter(tuple(ws) for ws in split).most_common(1)[0][0]
+    if any(len(ws) != len(common) for ws in split):
+        return None
+    words: list[str] = []
+    for i, word in enumerate(common):
+        values = [ws[i] for ws in split]
+        if all(v == word for v in values):
+            words.append(word)
+        elif not all(_PAGE_NUMBER_RE.fullmatch(v) for v in values) or len(set(values)) < 0.8 * len(values):
+            return None
+    if sum(ch.isalpha() for w in words if w.casefold() not in _PAGE_WORDS for ch in w) < 3:
+        return None
+    return " ".join(words)
 
 
 # --- line joining ---------------------------------------------------------------------------------

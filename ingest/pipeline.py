@@ -24,6 +24,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from typing import Any
 
 from ingest import encoding as _encoding
 from ingest import secrets as _secrets
-from ingest.chunking import chunk_markdown, chunk_plain
+from ingest.chunking import chunk_markdown, chunk_plain, document_title, table_header_at
 from ingest.encoding import decode_bytes
 from ingest.pdf import extract_pdf
 from ingest.secrets import redact
@@ -43,7 +44,11 @@ from rag.settings import ChunkingSettings, IngestSettings, Settings
 from rag.store import ChunkStore, DocumentRecord, StoreWriter
 
 # Bump when extraction or chunking changes in a way that should re-process unchanged files.
-EXTRACTOR_VERSION = 1
+# 2: chunks carry their context (title, running header, table column headers).
+EXTRACTOR_VERSION = 2
+
+CONTEXT_MAX_CHARS = 300  # a chunk's context is cut to this, at a word boundary
+CONTEXT_SEPARATOR = " | "
 
 ProgressFn = Callable[[int, int, str], None]
 PARALLEL_MIN_JOBS = 16  # below 2x this many files, worker start-up costs more than it saves
@@ -90,6 +95,7 @@ def pipeline_fingerprint(settings: Settings) -> str:
         {
             "v": EXTRACTOR_VERSION,
             "chunk": [settings.chunking.size, settings.chunking.overlap],
+            "context": settings.chunking.context,
             "redact": settings.ingest.redact_secrets,
             "pdf": settings.ingest.pdf_mode,
         },
@@ -141,40 +147,124 @@ def redact_document(doc: ExtractedDocument) -> ExtractedDocument:
         pieces.append(doc.text[prev_end:])
         text = "".join(pieces)
     notes = list(doc.notes)
+    title = _redact_quietly(doc.title) if doc.title else doc.title
+    headers = {page: tuple(_redact_quietly(h) for h in lines) for page, lines in doc.running_headers.items()}
     if counts:
         total = sum(counts.values())
         notes.append(
             f"redacted {total} secret(s): " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
         )
     return ExtractedDocument(
-        text=text, format=doc.format, pages=pages, encoding=doc.encoding, notes=notes, redactions=counts
+        text=text,
+        format=doc.format,
+        pages=pages,
+        encoding=doc.encoding,
+        notes=notes,
+        redactions=counts,
+        title=title,
+        running_headers=headers,
     )
+
+
+def _redact_quietly(text: str) -> str:
+    """Redacted ``text``, not counted: a title or a header is a copy of text that is counted."""
+    return redact(text)[0]
 
 
 def chunk_document(
     doc: ExtractedDocument, *, doc_id: str, source: str, chunking: ChunkingSettings
 ) -> list[Chunk]:
-    """Cut an extracted document into chunks with page numbers, offsets and heading paths."""
+    """Cut an extracted document into chunks with page numbers, offsets, heading paths and context.
+
+    With ``chunking.context``, each chunk's ``context`` (:func:`chunk_context`) is made of the
+    document's title (the extraction's, else :func:`~ingest.chunking.document_title`, else the
+    file's name), the running headers of its page, and the header row of the table it starts
+    inside; its text and offsets are the same either way."""
     breaks = [p.start for p in doc.pages[1:]] if doc.pages else []
     splitter = chunk_plain if doc.format == "text" else chunk_markdown
     spans = splitter(doc.text, size=chunking.size, overlap=chunking.overlap, hard_breaks=breaks)
+    title = None
+    if chunking.context:  # a PDF's title came with its extraction; the first heading of its text is none
+        title = doc.title or (None if doc.format == "pdf" else document_title(doc.text, doc.format))
+        title = title or _file_title(source)
     chunks = []
     for i, span in enumerate(spans):
         text = doc.text[span.start : span.end]
+        page = doc.page_at(span.start)
+        context = ""
+        if chunking.context:
+            items = [title, *doc.running_headers.get(page or 0, ()), table_header_at(doc.text, span.start)]
+            context = chunk_context(items, span.heading_path, text)
+        # the context is part of the id: a chunk whose context changed is indexed again
+        id_parts = (doc_id, str(span.start), str(span.end), text, *((context,) if context else ()))
         chunks.append(
             Chunk(
-                chunk_id=_hash(doc_id, str(span.start), str(span.end), text),
+                chunk_id=_hash(*id_parts),
                 doc_id=doc_id,
                 source=source,
                 ordinal=i,
                 text=text,
                 start=span.start,
                 end=span.end,
-                page=doc.page_at(span.start),
+                page=page,
                 heading_path=span.heading_path,
+                context=context,
             )
         )
     return chunks
+
+
+_WORD_RE = re.compile(
+    r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+"
+)
+
+
+def _words(text: str) -> set[str]:
+    return set(_WORD_RE.findall(text.casefold()))
+
+
+def chunk_context(items: Sequence[str | None], heading_path: Sequence[str], text: str) -> str:
+    """The context a chunk is indexed with: ``items`` in order (title, running headers, table header
+    row), each kept only when it brings a word that the heading path, the chunk's text and the items
+    kept before it do not already have; at most :data:`CONTEXT_MAX_CHARS`, cut at a word boundary."""
+    known = _words(" ".join(heading_path))
+    text_words: set[str] | None = None
+    kept: list[str] = []
+    size = 0
+    for raw in items:
+        item = " ".join((raw or "").split())
+        if not item:
+            continue
+        words = _words(item)
+        if not words or words <= known:
+            continue
+        if text_words is None:
+            text_words = _words(text)
+        if words <= known | text_words:
+            continue
+        room = CONTEXT_MAX_CHARS - size - (len(CONTEXT_SEPARATOR) if kept else 0)
+        if room <= 0:
+            break
+        if len(item) > room:
+            cut = item.rfind(" ", 0, room + 1)
+            item = item[: cut if cut > 0 else room].rstrip()
+            if not item:
+                break
+        kept.append(item)
+        known |= words
+        size += len(item) + (len(CONTEXT_SEPARATOR) if len(kept) > 1 else 0)
+    return CONTEXT_SEPARATOR.join(kept)
+
+
+def _file_title(source: str) -> str | None:
+    """A file's name as its title (``docker-gpu_notes.md`` -> ``docker gpu notes``); None for a
+    source without a file suffix (an eval corpus entry) or a name without letters."""
+    name = Path(source).name
+    stem, suffix = os.path.splitext(name)
+    if not suffix or suffix.lower() not in SUPPORTED_SUFFIXES:
+        return None
+    title = " ".join(stem.replace("_", " ").replace("-", " ").split())
+    return title if sum(ch.isalpha() for ch in title) >= 2 else None
 
 
 # -- the sync run ----------------------------------------------------------------------------------

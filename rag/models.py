@@ -32,6 +32,12 @@ class ExtractedDocument:
     encoding: str | None = None
     notes: list[str] = field(default_factory=list)
     redactions: dict[str, int] = field(default_factory=dict)
+    #: the document's title where the file names one (PDF metadata or the first page's largest
+    #: line, a markdown document's first ``#`` heading): indexed with every chunk, never shown in it
+    title: str | None = None
+    #: page -> the lines repeated at the top or bottom of many pages that this page carries
+    #: (running headers and footers, page numbers left out); PDFs only
+    running_headers: dict[int, tuple[str, ...]] = field(default_factory=dict)
 
     def page_at(self, offset: int) -> int | None:
         """1-based page holding character ``offset`` (``None`` for non-paged text)."""
@@ -54,7 +60,12 @@ class ChunkSpan:
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """A unit of retrieval, as stored in the chunk store (the source of truth)."""
+    """A unit of retrieval, as stored in the chunk store (the source of truth).
+
+    ``text`` is exactly ``document text[start:end]``, what a user is shown. ``context`` is what
+    identifies the chunk but is not in its text (the document title, the page's running header,
+    the column headers of the table it starts inside): the indexes see it, users do not.
+    """
 
     chunk_id: str
     doc_id: str
@@ -65,11 +76,15 @@ class Chunk:
     end: int
     page: int | None
     heading_path: tuple[str, ...] = ()
+    context: str = ""
 
     @property
     def heading(self) -> str:
         return " > ".join(self.heading_path)
 
-    def index_text(self) -> str:
-        """Text the indexes see: heading path first, so headings are searchable."""
-        return f"{self.heading}\n{self.text}" if self.heading_path else self.text
+    def index_text(self, *, with_context: bool = True) -> str:
+        """Text the indexes see: heading path and context first, so both are searchable.
+        ``with_context=False``: heading path and text only (what the chunk says of itself)."""
+        context = self.context if with_context else ""
+        head = "\n".join(p for p in (self.heading, context) if p)
+        return f"{head}\n{self.text}" if head else self.text

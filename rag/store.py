@@ -35,7 +35,7 @@ from typing import Any
 from rag.errors import StoreError, StoreLockedError
 from rag.models import Chunk
 
-SCHEMA_VERSION = 2  # v2: per-document redactor and repair versions
+SCHEMA_VERSION = 3  # v2: per-document redactor and repair versions; v3: chunk context
 DB_NAME = "chunks.sqlite3"
 
 _SCHEMA = """
@@ -68,7 +68,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     end          INTEGER NOT NULL,
     page         INTEGER,
     heading      TEXT NOT NULL,          -- JSON list of heading texts
-    text         TEXT NOT NULL
+    text         TEXT NOT NULL,
+    context      TEXT NOT NULL DEFAULT ''  -- indexed with the chunk, not part of its text
 );
 CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id, ordinal);
 """
@@ -167,7 +168,9 @@ def _doc_from_row(row: sqlite3.Row | tuple) -> DocumentRecord:
     )
 
 
-_CHUNK_COLUMNS = "c.chunk_id, c.doc_id, d.source, c.ordinal, c.text, c.start, c.end, c.page, c.heading"
+_CHUNK_COLUMNS = (
+    "c.chunk_id, c.doc_id, d.source, c.ordinal, c.text, c.start, c.end, c.page, c.heading, c.context"
+)
 
 
 def _chunk_from_row(row: tuple) -> Chunk:
@@ -181,6 +184,7 @@ def _chunk_from_row(row: tuple) -> Chunk:
         end=row[6],
         page=row[7],
         heading_path=tuple(json.loads(row[8])),
+        context=row[9],
     )
 
 
@@ -222,8 +226,10 @@ class ChunkStore:
             if row is None:
                 self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 self._db.execute("INSERT INTO meta VALUES ('generation', '0')")
-            elif int(row[0]) == 1:
-                self._migrate_v1()
+            elif int(row[0]) in (1, 2):
+                if int(row[0]) == 1:
+                    self._migrate_v1()
+                self._migrate_v2()
             elif int(row[0]) != SCHEMA_VERSION:
                 raise StoreError(
                     f"chunk store schema v{row[0]} is not supported (expected v{SCHEMA_VERSION})",
@@ -237,6 +243,14 @@ class ChunkStore:
         for col in ("redactor_version", "repair_version"):
             if col not in cols:
                 self._db.execute(f"ALTER TABLE documents ADD COLUMN {col} INTEGER NOT NULL DEFAULT 0")
+
+    def _migrate_v2(self) -> None:
+        """v2 -> v3: chunks gain ``context`` (empty for existing chunks). Their documents were made by
+        an older pipeline (its fingerprint says so), so the next ingest re-processes them and their
+        chunks gain their context then."""
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(chunks)")}
+        if "context" not in cols:
+            self._db.execute("ALTER TABLE chunks ADD COLUMN context TEXT NOT NULL DEFAULT ''")
         self._db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
 
     def truncate_wal(self) -> bool:
@@ -393,7 +407,8 @@ class StoreWriter:
             ),
         )
         self._db.executemany(
-            "INSERT INTO chunks (chunk_id, doc_id, ordinal, start, end, page, heading, text) VALUES (?,?,?,?,?,?,?,?)",
+            "INSERT INTO chunks (chunk_id, doc_id, ordinal, start, end, page, heading, text, context)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
             [
                 (
                     c.chunk_id,
@@ -404,6 +419,7 @@ class StoreWriter:
                     c.page,
                     json.dumps(list(c.heading_path), ensure_ascii=False),
                     c.text,
+                    c.context,
                 )
                 for c in chunks
             ],

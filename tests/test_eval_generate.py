@@ -165,6 +165,8 @@ def test_build_corpus_cuts_the_sentence_out() -> None:
         "_id": "c1",
         "title": "H > Sub",
         "text": "Keep this part here. Keep the end too.",
+        "heading": "H > Sub",
+        "context": "",
         "source": "a.md",
         "page": None,
         "ordinal": 0,
@@ -228,7 +230,8 @@ def test_generate_round_trip(tmp_path: Path) -> None:
         assert text not in " ".join(ds.corpus[cid]["text"].split())  # ... and was removed from it
         for other, entry in ds.corpus.items():
             assert text not in " ".join(entry["text"].split()), (qid, other)  # nowhere to copy from
-        assert ds.corpus[cid]["title"] == chunks[cid].heading
+        # the title is what the indexes see before the text: heading path, then context
+        assert ds.corpus[cid]["title"] == chunks[cid].index_text()[: -len(chunks[cid].text)].rstrip("\n")
 
     # `rag eval` works on it
     res = CliRunner().invoke(cli, ["eval", str(out), "--json", "--modes", "sparse"], env=FAST)
