@@ -1119,7 +1119,7 @@ _PAGE_WORDS = frozenset(
     {"page", "pages", "p", "p.", "pg", "pg.", "of", "/", "|", "-", "–", "—", "第", "页", "共"}
 )
 _DIGITS_RE = re.compile(r"\d+")
-_PAGE_NUMBER_RE = re.compile(r"[-–—(\[]*\d{1,4}[-–—)\]]*")
+_PAGE_NUMBER_RE = re.compile(r"[-–—(\[]*(\d{1,4})[-–—)\]]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -1204,7 +1204,7 @@ def running_headers(margins: Sequence[_MarginLine], text_pages: int) -> dict[int
         pages = sorted({m.page for m in steady})
         if len(pages) < need:
             continue
-        text = _shared_words([m.text for m in steady])
+        text = _shared_words([m.text for m in steady], [m.page for m in steady])
         if text is None:
             continue
         for page in pages:
@@ -1213,11 +1213,12 @@ def running_headers(margins: Sequence[_MarginLine], text_pages: int) -> dict[int
     return {page: tuple(texts) for page, texts in sorted(out.items())}
 
 
-def _shared_words(texts: Sequence[str]) -> str | None:
-    """The words every text has at the same place. A word that changes must be a page number (digits,
-    a different one on almost every page); anything else that changes ("Table 2.1" then "Table 3.4")
-    makes the line numbered content, not a header. None when fewer than three letters are left
-    outside words like "page" and "of"."""
+def _shared_words(texts: Sequence[str], pages: Sequence[int]) -> str | None:
+    """The words every text (on ``pages``) has at the same place. A word that changes must be a page
+    number: digits that go up with the page (number minus page the same on 80% of the pages);
+    anything else that changes ("Table 2.1" then "Table 3.4", "Goal 1" then "Goal 2") makes the line
+    numbered content, not a header. None when fewer than three letters are left outside words like
+    "page" and "of"."""
     split = [t.split() for t in texts]
     common = Counter(tuple(ws) for ws in split).most_common(1)[0][0]
     if any(len(ws) != len(common) for ws in split):
@@ -1227,8 +1228,17 @@ def _shared_words(texts: Sequence[str]) -> str | None:
         values = [ws[i] for ws in split]
         if all(v == word for v in values):
             words.append(word)
-        elif not all(_PAGE_NUMBER_RE.fullmatch(v) for v in values) or len(set(values)) < 0.8 * len(values):
+            continue
+        numbers = [_PAGE_NUMBER_RE.fullmatch(v) for v in values]
+        if not all(numbers):
             return None
+        offsets = Counter(int(m.group(1)) - page for m, page in zip(numbers, pages, strict=True) if m)
+        if offsets.most_common(1)[0][1] < 0.8 * len(values):
+            return None
+    while words and not any(ch.isalnum() for ch in words[-1]):  # "Annual Report –" after "7" went
+        words.pop()
+    while words and not any(ch.isalnum() for ch in words[0]):
+        words.pop(0)
     if sum(ch.isalpha() for w in words if w.casefold() not in _PAGE_WORDS for ch in w) < 3:
         return None
     return " ".join(words)
