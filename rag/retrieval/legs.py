@@ -269,6 +269,8 @@ class DenseLeg:
         done = 0
         last_flush = time.monotonic()
         self._write_progress(store, generation, len(want & have), len(want))
+        if progress and add:
+            progress(0, len(add), "embed")  # may raise to stop the sync (a cancelled job), before any batch
         for chunks, fetch_s in _length_sorted_batches(store, add, self.batch):
             t = time.perf_counter()
             vecs = self.cache.embed_passages(self.embedder, [c.index_text() for c in chunks])
