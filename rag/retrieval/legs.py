@@ -27,6 +27,8 @@ from rag.errors import StoreError
 from rag.store import ChunkStore
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from rag.embed import Embedder, EmbeddingCache
     from rag.settings import EmbeddingSettings, SparseSettings, VectorSettings
     from rag.sparse.bmx import BMXIndex
@@ -137,6 +139,11 @@ class SparseLeg:
             return {}
         return dict(self.index.search(tokens, k))
 
+    def score_ids(self, query: str, ids: list[str]) -> dict[str, float]:
+        """The BMX score of each indexed chunk of ``ids`` for ``query`` (0 where it holds no
+        query token), whether or not :meth:`search` would rank it."""
+        return self.index.score_ids(self.tokenizer(query), ids)
+
     def sync(self, store: ChunkStore, progress: ProgressFn | None = None) -> SyncResult:
         t0 = time.perf_counter()
         generation = store.generation()
@@ -236,10 +243,24 @@ class DenseLeg:
             flush()
 
     def search(self, query: str, k: int) -> dict[str, float]:
+        qv = self.embed_query(query)
+        return {} if qv is None else self.search_vector(qv, k)
+
+    def embed_query(self, query: str) -> np.ndarray | None:
+        """The query's vector (None for a blank query)."""
+        import numpy as np
+
         if not query.strip():
-            return {}
-        qv = self.embedder.embed_queries([query])[0]
-        return dict(self.vectors.search(qv, k))
+            return None
+        return np.asarray(self.embedder.embed_queries([query])[0], dtype=np.float32)
+
+    def search_vector(self, vector: np.ndarray, k: int) -> dict[str, float]:
+        """``{chunk_id: cosine}`` of the best ``k`` chunks for a query vector."""
+        return dict(self.vectors.search(vector, k))
+
+    def vectors_of(self, ids: list[str]) -> dict[str, np.ndarray]:
+        """The stored vector of each chunk of ``ids`` that has one."""
+        return self.vectors.vectors(ids)
 
     def sync(
         self,

@@ -592,6 +592,31 @@ class BMXIndex:
             (names[s], float(v)) for s, v in zip(slots[order].tolist(), scores[order].tolist(), strict=True)
         ]
 
+    def score_ids(self, query: Sequence[str], ids: Iterable[str]) -> dict[str, float]:
+        """The BMX score of each indexed document of ``ids`` for a token list (0 for one that holds
+        no query token, as for every document when no query token is known); ids not indexed are
+        left out. The same scores :meth:`search` returns, for documents it may not have ranked."""
+        if isinstance(query, str | bytes):
+            raise InputError("a BMX query must be a list of tokens, not a string")
+        slots = {d: self._id_to_slot[d] for d in ids if d in self._id_to_slot}
+        if not slots:
+            return {}
+        scored = self._score(query)
+        if scored is None:
+            return dict.fromkeys(slots, 0.0)
+        cand, scores, n_tokens = scored
+        want = np.fromiter(slots.values(), dtype=np.int64, count=len(slots))
+        if cand is None:
+            got = scores[want]
+        elif cand.shape[0] == 0:
+            got = np.zeros(want.shape)
+        else:  # cand is ascending: find each wanted slot in it
+            at = np.minimum(np.searchsorted(cand, want), cand.shape[0] - 1)
+            got = np.where(cand[at] == want, scores[at], 0.0)
+        if self.normalize_scores:
+            got = got / bmx_normalizer(n_tokens, self._n_live)
+        return {d: float(v) for d, v in zip(slots, got.tolist(), strict=True)}
+
     def search_many(self, queries: Sequence[Sequence[str]], k: int) -> list[list[tuple[str, float]]]:
         """:meth:`search` for each query."""
         return [self.search(q, k) for q in queries]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -63,6 +63,11 @@ class VectorStore(Protocol):
 
     def ids(self) -> set[str]:
         """Every stored chunk id."""
+        ...
+
+    def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored (normalised, float32) vector of each of ``ids`` that is stored; unknown ids
+        are left out."""
         ...
 
     def count(self) -> int:
@@ -135,6 +140,11 @@ def check_k(k: int) -> int:
 def hit(chunk_id: str, score: float) -> Hit:
     """One result with its score rounded to :data:`SCORE_DECIMALS` places."""
     return chunk_id, round(float(score), SCORE_DECIMALS)
+
+
+def as_vectors(records: Iterable[tuple[str, Any]]) -> dict[str, np.ndarray]:
+    """``{chunk_id: float32 vector}`` from ``(chunk_id, vector)`` records."""
+    return {cid: np.asarray(vec, dtype=np.float32) for cid, vec in records}
 
 
 def rank_hits(hits: Iterable[Hit], k: int) -> list[Hit]:

@@ -31,6 +31,7 @@ from rag.vectors.base import (
     Hit,
     as_matrix,
     as_query,
+    as_vectors,
     check_k,
     check_upsert,
     first_limit,
@@ -242,6 +243,20 @@ class QdrantClientStore:
 
     def count(self) -> int:
         return int(self._guard(self.client.count, self.collection, exact=True).count)
+
+    def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        id_list = [str(cid) for cid in ids]
+        out: dict[str, np.ndarray] = {}
+        for start in range(0, len(id_list), WRITE_BATCH):
+            records = self._guard(
+                self.client.retrieve,
+                self.collection,
+                ids=[point_id(cid) for cid in id_list[start : start + WRITE_BATCH]],
+                with_payload=[PAYLOAD_KEY],
+                with_vectors=True,
+            )
+            out.update(as_vectors((r.payload[PAYLOAD_KEY], r.vector) for r in records if r.payload))
+        return out
 
     # -- lifecycle ------------------------------------------------------------
 

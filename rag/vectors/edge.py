@@ -44,6 +44,7 @@ from rag.vectors.base import (
     Hit,
     as_matrix,
     as_query,
+    as_vectors,
     check_k,
     check_upsert,
     first_limit,
@@ -276,6 +277,15 @@ class EdgeVectorStore:
 
     def count(self) -> int:
         return int(self._call("count", self._edge.CountRequest(exact=True)))
+
+    def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        id_list = [str(cid) for cid in ids]
+        out: dict[str, np.ndarray] = {}
+        for start in range(0, len(id_list), WRITE_BATCH):
+            pids = [point_id(cid) for cid in id_list[start : start + WRITE_BATCH]]
+            records = self._call("retrieve", pids, [PAYLOAD_KEY], True)
+            out.update(as_vectors((r.payload[PAYLOAD_KEY], r.vector) for r in records))
+        return out
 
     # -- maintenance ----------------------------------------------------------
 

@@ -1,0 +1,115 @@
+"""The seams re-scoring fusion needs: a BMX score for any chunk, stored vectors by id, and a
+dense search by vector, on real indexes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rag.sparse.bmx import BMXIndex
+from rag.vectors import open_vector_store
+
+DOCS = {
+    "a": ["docker", "gpu", "ollama"],
+    "b": ["docker", "docker", "port"],
+    "c": ["qdrant", "vector"],
+    "d": ["gpu", "cuda", "driver", "ollama"],
+    "e": ["port", "11434"],
+}
+
+
+def _index() -> BMXIndex:
+    ix = BMXIndex()
+    ix.upsert(list(DOCS), list(DOCS.values()))
+    return ix
+
+
+def test_bmx_score_ids_equals_search_scores() -> None:
+    ix = _index()
+    query = ["docker", "ollama", "gpu"]
+    ranked = dict(ix.search(query, 10))
+    got = ix.score_ids(query, ["e", "a", "b", "c", "d", "missing"])
+    assert set(got) == {"a", "b", "c", "d", "e"}  # an id that is not indexed is left out
+    for doc, score in ranked.items():
+        assert got[doc] == pytest.approx(score, rel=1e-12)
+    # documents without a query token score 0 (search never returns them)
+    assert got["c"] == 0.0 and got["e"] == 0.0
+    assert "c" not in ranked
+
+
+def test_bmx_score_ids_beyond_search_depth_and_deleted() -> None:
+    ix = _index()
+    query = ["docker", "port"]
+    full = dict(ix.search(query, 10))
+    top1 = ix.search(query, 1)
+    rest = [d for d in full if d != top1[0][0]]
+    got = ix.score_ids(query, rest)
+    assert got == pytest.approx({d: full[d] for d in rest})
+    ix.delete(["b"])
+    assert "b" not in ix.score_ids(query, ["b", "e"])
+    assert ix.score_ids(query, ["e"])["e"] == pytest.approx(dict(ix.search(query, 10))["e"])
+
+
+def test_bmx_score_ids_unknown_query_and_normalized() -> None:
+    ix = _index()
+    assert ix.score_ids(["nothing", "known"], ["a", "c"]) == {"a": 0.0, "c": 0.0}
+    assert ix.score_ids(["docker"], []) == {}
+    norm = BMXIndex(normalize_scores=True)
+    norm.upsert(list(DOCS), list(DOCS.values()))
+    query = ["gpu", "ollama"]
+    assert norm.score_ids(query, ["a", "d"]) == pytest.approx(dict(norm.search(query, 2)))
+
+
+@pytest.mark.parametrize("kind", ["edge", "local"])
+def test_vector_store_fetches_vectors_by_id(tmp_path: Path, kind: str) -> None:
+    store = open_vector_store(kind, path=tmp_path / kind, url=None, collection="c", dim=4)
+    try:
+        raw = np.array([[3, 0, 4, 0], [0, 1, 0, 0], [1, 1, 1, 1]], dtype=np.float32)
+        store.upsert(["x", "y", "z"], raw)
+        got = store.vectors(["z", "nope", "x"])
+        assert set(got) == {"x", "z"}
+        np.testing.assert_allclose(got["x"], [0.6, 0.0, 0.8, 0.0], atol=1e-6)  # stored normalised
+        np.testing.assert_allclose(got["z"], [0.5, 0.5, 0.5, 0.5], atol=1e-6)
+        assert got["x"].dtype == np.float32
+        # the cosine of a fetched vector is the score search reports
+        q = np.array([1, 0, 0, 0], dtype=np.float32)
+        for cid, score in store.search(q, 3):
+            assert float(store.vectors([cid])[cid] @ q) == pytest.approx(score, abs=1e-6)
+        store.delete(["x"])
+        assert store.vectors(["x"]) == {}
+    finally:
+        store.close()
+
+
+def test_legs_score_ids_vectors_and_search_by_vector(tmp_path: Path) -> None:
+    from rag.embed import EmbeddingCache
+    from rag.retrieval.legs import DenseLeg, SparseLeg
+    from rag.sparse.tokenize import Tokenizer
+    from tests.hashing_embedder import HashingEmbedder
+
+    texts = {cid: " ".join(words) for cid, words in DOCS.items()}
+    sparse = SparseLeg(tmp_path / "sparse", Tokenizer(), alpha=None, beta=None)
+    sparse.index.upsert(list(texts), [sparse.tokenizer(t) for t in texts.values()])
+    query = "docker gpu"
+    ranked = sparse.search(query, 10)
+    got = sparse.score_ids(query, list(texts))
+    assert {d: got[d] for d in ranked} == pytest.approx(ranked)
+    assert got["c"] == 0.0
+
+    emb = HashingEmbedder(dim=32)
+    store = open_vector_store("local", path=None, url=None, collection="c", dim=32)
+    dense = DenseLeg(tmp_path / "dense", emb, EmbeddingCache(tmp_path / "cache.sqlite3"), store)
+    try:
+        store.upsert(list(texts), emb.embed_passages(list(texts.values())))
+        assert dense.embed_query("   ") is None
+        assert dense.search("   ", 3) == {}
+        qv = dense.embed_query(query)
+        assert qv is not None
+        assert dense.search_vector(qv, 3) == dense.search(query, 3)
+        vecs = dense.vectors_of(["a", "zz"])
+        assert set(vecs) == {"a"}
+        assert float(vecs["a"] @ qv) == pytest.approx(dense.search(query, 5)["a"], abs=1e-6)
+    finally:
+        dense.close()
