@@ -6,7 +6,7 @@ schemas, auth); consistency lives in the core (:mod:`rag.serving`) and every
 write goes through :mod:`ingest.publish`. Routes: ``GET /health``; ``POST
 /v1/search``; ``POST /v1/ask`` (JSON or server-sent events); ``GET/POST
 /v1/documents``, ``DELETE /v1/documents/{id}``, ``POST /v1/ingest`` (paths on
-this machine), ``GET /v1/jobs/{id}``; OpenAI-compatible ``POST
+this machine), ``GET /v1/jobs/{id}``, ``POST /v1/jobs/{id}/cancel``; OpenAI-compatible ``POST
 /v1/chat/completions`` and ``GET /v1/models``; ``GET /v1/graph/entities/{name}``.
 OpenAPI docs at ``/docs``.
 """
@@ -126,7 +126,7 @@ def create_app(
         openapi_tags=[
             {"name": "search", "description": "Search and cited answers."},
             {"name": "documents", "description": "What is indexed; uploads and deletes."},
-            {"name": "jobs", "description": "Background ingests and deletes."},
+            {"name": "jobs", "description": "Background ingests and deletes: poll or cancel them."},
             {"name": "openai", "description": "OpenAI-compatible chat, for existing chat clients."},
             {"name": "graph", "description": "The entity graph linking chunks."},
             {"name": "health", "description": "Liveness and the state of each part."},

@@ -33,6 +33,8 @@ Scope = Literal["read", "write"]
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 600.0
 POLL_S = 0.2
+#: How long Ctrl-C on an ingest through the server waits for the cancelled job to stop.
+CANCEL_WAIT_S = 30.0
 PAGE = 10_000
 
 
@@ -191,16 +193,40 @@ class OwnerClient:
                 "no_redact": no_redact,
             },
         )
-        return self.wait(job, progress)
+        return self.wait(job, progress, cancel_on_interrupt=True)
+
+    def cancel(self, job_id: str, wait_s: float = CANCEL_WAIT_S) -> dict[str, Any] | None:
+        """Cancel the job on the server and wait up to ``wait_s`` for it to stop (it stops after its
+        current file or dense batch); the job as last seen, None when the server did not answer."""
+        try:
+            job: dict[str, Any] = self.call("POST", f"/v1/jobs/{job_id}/cancel")
+            deadline = time.monotonic() + wait_s
+            while job["status"] in ("queued", "running") and time.monotonic() < deadline:
+                time.sleep(POLL_S)
+                job = self.call("GET", f"/v1/jobs/{job_id}")
+        except (RagError, KeyboardInterrupt):  # a second Ctrl-C, or the server went away: stop waiting
+            return None
+        return job
 
     def wait(
-        self, job: dict[str, Any], progress: Callable[[int, int, str], None] | None = None
+        self,
+        job: dict[str, Any],
+        progress: Callable[[int, int, str], None] | None = None,
+        *,
+        cancel_on_interrupt: bool = False,
     ) -> dict[str, Any]:
-        while job["status"] in ("queued", "running"):
-            if progress is not None and job.get("progress"):
-                progress(job["progress"].get("done", 0), job["progress"].get("total", 0), "")
-            time.sleep(POLL_S)
-            job = self.call("GET", f"/v1/jobs/{job['id']}")
+        """Poll ``job`` until it ends; its result, or its error raised. With ``cancel_on_interrupt``,
+        Ctrl-C (KeyboardInterrupt) here cancels the job on the server first (see :meth:`cancel`)."""
+        try:
+            while job["status"] in ("queued", "running"):
+                if progress is not None and job.get("progress"):
+                    progress(job["progress"].get("done", 0), job["progress"].get("total", 0), "")
+                time.sleep(POLL_S)
+                job = self.call("GET", f"/v1/jobs/{job['id']}")
+        except KeyboardInterrupt:
+            if cancel_on_interrupt:
+                self.cancel(job["id"])
+            raise
         if job["status"] == "failed":
             err = job.get("error") or {}
             cls = errors.error_class(str(err.get("type"))) or RagError

@@ -16,6 +16,15 @@ search.
 When idle, the thread checks every ``publish_interval_s`` whether another
 process (``rag ingest`` on the same data dir) committed changes, and publishes
 them.
+
+Cancelling (:meth:`JobRunner.cancel_job`, ``POST /v1/jobs/{id}/cancel``): a queued
+job is dropped; a running ingest, watch or sync job stops after its current file,
+or, while the dense leg embeds, after its current batch. What it committed stays:
+the chunk store and the BMX index are published (searchable), and the dense leg
+keeps every batch it embedded (the embedding cache) and resumes on the next
+publish (the next ingest of any file, a re-run of the same one, a server
+restart). The job ends ``failed`` with the error type ``cancelled``, as a job the
+stopping server cut short does.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from ingest.watch import sync_roots
 from rag.engine import Published
 from rag.errors import NotFoundError, RagError, error_dict
 from rag.filestatus import FileStatusBook
+from rag.retrieval.legs import ProgressFn
 from rag.serving import ServingEngine, ServingWriter
 from rag.settings import Settings
 from rag.store import ChunkStore, DocumentRecord
@@ -69,6 +79,8 @@ class Job:
     error: dict[str, Any] | None = None
     exception: RagError | None = field(default=None, repr=False)
     done: threading.Event = field(default_factory=threading.Event, repr=False)
+    #: set to stop the job (a client cancelled it, or the server stops)
+    cancel: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
     def pending(self) -> bool:
@@ -131,9 +143,10 @@ class JobRunner:
         """Finish the running job (queued ones are dropped); False if it did not end in time."""
         if self._thread is None:
             return True
-        self.cancel.set()  # a running ingest stops after its current file
+        self.cancel.set()  # a running ingest stops after its current file (or dense batch)
         with self._lock:
             for job in self._jobs.values():
+                job.cancel.set()
                 if job.status == "queued":
                     job.status = "failed"
                     job.error = {"type": "cancelled", "message": "the server stopped", "hint": None}
@@ -180,6 +193,20 @@ class JobRunner:
     def submit_delete(self, doc_id: str, source: str) -> Job:
         return self._submit(Job(self._new_id(), "delete", doc_id=doc_id, sources=[source]))
 
+    def cancel_job(self, job_id: str) -> Job | None:
+        """Stop a job: a queued one never runs, a running one stops after its current file or
+        dense batch (see the module docstring); a finished one stays as it ended. None when unknown."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                return None
+            job.cancel.set()
+            if job.status == "queued":
+                job.status, job.finished_at = "failed", time.time()
+                job.error = _cancelled_error("the job was cancelled before it started")
+                job.done.set()
+        return job
+
     def get(self, job_id: str) -> Job | None:
         with self._lock:
             return self._jobs.get(job_id)
@@ -220,7 +247,10 @@ class JobRunner:
             self._execute(job)
 
     def _execute(self, job: Job) -> None:
-        job.status, job.started_at = "running", time.time()
+        with self._lock:
+            if job.status != "queued":  # cancelled meanwhile
+                return
+            job.status, job.started_at = "running", time.time()
         try:
             if job.kind == "ingest":
                 job.result = self._ingest(job)
@@ -229,12 +259,17 @@ class JobRunner:
             elif job.kind == "watch":
                 job.result = self._watch(job)
             else:
-                published = self._publish(hold=False, force=True)
+                published = self._publish(hold=False, force=True, progress=self._leg_progress(job))
                 job.result = {"published": published.as_dict() if published else None}
             job.status = "done"
         except Cancelled as exc:
-            job.status, job.error, job.exception = "failed", error_dict(exc), exc
-            job.error["type"] = "cancelled"
+            job.status, job.exception = "failed", exc
+            if job.cancel.is_set() and not self.cancel.is_set():  # a client cancelled it
+                job.error = _cancelled_error(f"the {job.kind} job was cancelled")
+                self._publish_committed(job)
+            else:
+                job.error = error_dict(exc)
+                job.error["type"] = "cancelled"
         except RagError as exc:
             job.status, job.error, job.exception = "failed", error_dict(exc), exc
         except Exception:
@@ -244,10 +279,42 @@ class JobRunner:
             job.finished_at = time.time()
             job.done.set()
 
-    def _publish(self, *, hold: bool, force: bool = False, wait_s: float = LEG_WAIT_S) -> Published | None:
+    def _publish(
+        self,
+        *,
+        hold: bool,
+        force: bool = False,
+        wait_s: float = LEG_WAIT_S,
+        progress: ProgressFn | None = None,
+    ) -> Published | None:
         """Publish under the data dir's writer lock (held already when ``hold``)."""
         assert self._writer is not None
-        return publish(self.engine, self._writer, hold=hold, force=force, wait_s=wait_s)
+        return publish(self.engine, self._writer, hold=hold, force=force, wait_s=wait_s, progress=progress)
+
+    def _leg_progress(self, job: Job) -> ProgressFn:
+        """The legs' progress while ``job`` publishes: shown in the job's ``progress``
+        (``embedded`` of ``to_embed``), and the point where a cancelled job stops (after a batch)."""
+
+        def progress(done: int, total: int, item: str) -> None:
+            if job.cancel.is_set():
+                raise Cancelled(f"the {job.kind} job was cancelled; what the dense leg embedded is kept")
+            if item == "embed":
+                job.progress = {**job.progress, "embedded": done, "to_embed": total}
+
+        return progress
+
+    def _publish_committed(self, job: Job) -> None:
+        """After ``job`` was cancelled: publish what it committed and searches do not see yet (chunk
+        store, BMX, graph), leaving the dense leg to resume later (it stops before its first batch)."""
+        assert self._writer is not None
+        try:
+            if self._writer.generation() == self.engine.generation():
+                return  # published already (cancelled while the dense leg embedded)
+            self._publish(hold=False, progress=self._leg_progress(job))
+        except Cancelled:
+            pass
+        except Exception:
+            log.error("publishing after job %s was cancelled failed:\n%s", job.id, traceback.format_exc())
 
     def _ingest(self, job: Job) -> dict[str, Any]:
         assert self._writer is not None
@@ -261,9 +328,10 @@ class JobRunner:
             self.engine,
             self._writer,
             progress=progress,
+            publish_progress=self._leg_progress(job),
             publish_every_s=self.interval,
             status=self.status,
-            cancel=self.cancel,
+            cancel=job.cancel,
         )
         return outcome.job_dict(self.engine)
 
@@ -275,7 +343,7 @@ class JobRunner:
             self.engine,
             self._writer,
             status=self.status,
-            cancel=self.cancel,
+            cancel=job.cancel,
             publish_every_s=self.interval,
         )
         if outcome is None:
@@ -315,3 +383,11 @@ class JobRunner:
                 self._publish(hold=False, wait_s=0)
         except Exception:
             log.error("publishing external changes failed:\n%s", traceback.format_exc())
+
+
+def _cancelled_error(message: str) -> dict[str, Any]:
+    return {
+        "type": "cancelled",
+        "message": message,
+        "hint": "what it committed is searchable; re-run the ingest to finish (the dense leg resumes where it stopped)",
+    }

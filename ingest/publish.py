@@ -103,10 +103,17 @@ def ingest_and_publish(
 
     With ``publish_every_s``, what is committed so far is also published that often during a
     long ingest (each step consistent). ``status`` learns which files failed and which are
-    settled. Setting ``cancel`` stops the ingest after the current file (:class:`Cancelled`).
+    settled. Setting ``cancel`` stops the ingest after the current file, or while the dense leg
+    embeds, after its current batch (:class:`Cancelled`).
     """
     publishes: list[Published] = []
     last = time.monotonic()
+
+    def leg_step(done: int, total: int, item: str) -> None:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("the ingest was stopped; what the dense leg embedded is kept")
+        if publish_progress is not None:
+            publish_progress(done, total, item)
 
     def step(done: int, total: int, item: str) -> None:
         nonlocal last
@@ -115,8 +122,9 @@ def ingest_and_publish(
         if progress is not None:
             progress(done, total, item)
         if publish_every_s is not None and time.monotonic() - last >= publish_every_s:
-            # sync_paths holds the writer lock and has committed everything before this file
-            published = publish(engine, writer, hold=True)
+            # sync_paths holds the writer lock and has committed everything before this file;
+            # the dense leg's batches in this publish stop on ``cancel`` too
+            published = publish(engine, writer, hold=True, progress=leg_step)
             if published:
                 publishes.append(published)
             last = time.monotonic()
@@ -127,12 +135,6 @@ def ingest_and_publish(
         # failed and failed_paths are filled together, in the same order
         sources = {path: row["path"] for path, row in zip(report.failed_paths, report.failed, strict=False)}
         status.settle(paths, report.failed_paths, sources)
-
-    def leg_step(done: int, total: int, item: str) -> None:
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("the ingest was stopped; what the dense leg embedded is kept")
-        if publish_progress is not None:
-            publish_progress(done, total, item)
 
     final = publish(engine, writer, progress=leg_step)
     if final:

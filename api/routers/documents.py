@@ -183,6 +183,25 @@ def get_job(job_id: str, service: ServiceDep) -> Response:
     return JSONResponse(job.as_dict())
 
 
+@router.post(
+    "/v1/jobs/{job_id}/cancel",
+    summary="Cancel a background job",
+    response_model=JobInfo,
+    tags=["jobs"],
+    dependencies=[Depends(require_write)],
+)
+def cancel_job(job_id: str, service: ServiceDep) -> Response:
+    """A queued job never runs; a running ingest, folder sync or catch-up stops after its current
+    file, or while the dense leg embeds, after its current batch (a few seconds on a small CPU).
+    What it committed stays searchable (chunk store, BMX, graph) and the dense leg resumes on the
+    next ingest. Answers the job as it is now: poll it until its `status` is no longer `running`;
+    it then ends `failed` with `error.type` `cancelled` (a job that had finished stays as it was)."""
+    job = service.jobs().cancel_job(job_id)
+    if job is None:
+        raise NotFoundError(f"no job {job_id}", hint="GET /v1/jobs lists the recent ones")
+    return JSONResponse(job.as_dict())
+
+
 @router.get(
     "/v1/jobs",
     summary="Recent background jobs, newest first",

@@ -78,7 +78,8 @@ def ask_events(
     history: list[ChatMessage] | None = None,
 ) -> Generator[bytes, None, None]:
     """The answer's events as SSE: ``token``, ``citations``, ``final`` (after ``rewrite`` when the
-    question follows up on a ``history``)."""
+    question follows up on a ``history``). ``final`` is the body of a plain `POST /v1/ask`, with
+    ``dense_coverage`` too (see :func:`with_coverage`)."""
     stream = (
         conversation_stream(engine, llm, question, history, k=k)
         if history
@@ -86,7 +87,10 @@ def ask_events(
     )
     with closing_iterator(stream) as events:
         for event in events:
-            yield sse_event(_json(event.as_dict()), event.type)
+            body = event.as_dict()
+            if event.type == "final":
+                body = with_coverage(body, engine)
+            yield sse_event(_json(body), event.type)
 
 
 def sse_error(body: dict[str, Any]) -> bytes:
