@@ -159,11 +159,23 @@ class VectorSettings(BaseModel):
 
 
 class RetrievalSettings(BaseModel):
-    fusion: Literal["weighted", "rrf"] = Field(
+    fusion: Literal["weighted", "rrf", "zscore", "adaptive", "rescored", "prf"] = Field(
         "weighted",
-        description="'weighted' = min-max normalised weighted sum; 'rrf' = reciprocal rank fusion.",
+        description="'weighted' = min-max normalised weighted sum; 'rrf' = reciprocal rank fusion; "
+        "'zscore' = z-scores over each leg's list; 'adaptive' = z-scores with per-query weights from the "
+        "top-1 margins; 'rescored' = every candidate scored by both legs, z-scores over the union; 'prf' = "
+        "'rescored' after one round of dense pseudo-relevance feedback (unset: measured per embedding "
+        "model; see README).",
     )
     rrf_k: int = Field(60, ge=1, description="k in RRF's 1/(k + rank).")
+    prf_first_dense_weight: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="'prf': dense weight of the first ranking that picks the feedback chunks.",
+    )
+    prf_m: int = Field(10, ge=1, le=100, description="'prf': top chunks of the first ranking fed back.")
+    prf_beta: float = Field(0.5, ge=0, description="'prf': weight of their mean vector added to the query.")
     weight_sparse: float = Field(
         0.9, ge=0, description="Fusion weight of the BMX leg (unset: 1 - the dense weight)."
     )
@@ -299,13 +311,24 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _measured_fusion_weights(self) -> Settings:
-        """Fusion weights not set explicitly follow the embedding model (measured defaults)."""
-        from rag.retrieval.fusion import default_dense_weight
+        """Fusion method, weights and feedback parameters not set explicitly follow the embedding
+        model (measured defaults)."""
+        from rag.retrieval.fusion import default_dense_weight, default_feedback, default_fusion
 
         r = self.retrieval
         explicit = set(r.model_fields_set)
+        if "fusion" not in explicit:
+            r.fusion = default_fusion(self.embedding.model)  # type: ignore[assignment]
+        fb = default_feedback(self.embedding.model)
+        for field, value in (
+            ("prf_first_dense_weight", fb.first_dense_weight),
+            ("prf_m", fb.m),
+            ("prf_beta", fb.beta),
+        ):
+            if field not in explicit:
+                setattr(r, field, value)
         if "weight_dense" not in explicit:
-            r.weight_dense = default_dense_weight(self.embedding.model)
+            r.weight_dense = default_dense_weight(self.embedding.model, r.fusion)
         if "weight_sparse" not in explicit:
             r.weight_sparse = round(max(0.0, 1.0 - r.weight_dense), 6)
         return self

@@ -66,21 +66,28 @@ def test_fuse_single_leg_keeps_its_order() -> None:
 
 
 def test_fusion_weights_follow_the_embedding_model_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    from rag.retrieval.fusion import default_dense_weight
+    from rag.retrieval.fusion import default_dense_weight, default_fusion
     from rag.settings import load_settings
 
     monkeypatch.delenv("RAG_EMBEDDING__MODEL", raising=False)
-    r = load_settings().retrieval  # e5-small: measured 0.4 (bench/results/fusion-loco.md)
-    assert (r.weight_sparse, r.weight_dense) == (0.6, 0.4)
+    monkeypatch.delenv("RAG_RETRIEVAL__FUSION", raising=False)
+    r = load_settings().retrieval  # e5-small: prf, dense 0.6 (bench/results/fusion-loco.md)
+    assert (r.fusion, r.weight_sparse, r.weight_dense) == ("prf", 0.4, 0.6)
+    assert (r.prf_first_dense_weight, r.prf_m, r.prf_beta) == (0.6, 10, 0.25)
+    r = load_settings(retrieval={"fusion": "weighted"}).retrieval  # e5-small min-max: measured 0.4
+    assert (r.fusion, r.weight_sparse, r.weight_dense) == ("weighted", 0.6, 0.4)
     r = load_settings(embedding={"model": "use"}).retrieval
-    assert (r.weight_sparse, r.weight_dense) == (0.9, 0.1)
+    assert (r.fusion, r.weight_sparse, r.weight_dense) == ("weighted", 0.9, 0.1)
     assert default_dense_weight("BAAI/bge-m3") == 0.1  # not measured: cautious
+    assert default_fusion("BAAI/bge-m3") == "weighted"
+    assert default_dense_weight("e5-small", "rrf") == 0.6  # not measured for rrf: the model's default
     monkeypatch.setenv("RAG_RETRIEVAL__WEIGHT_DENSE", "0.5")
     r = load_settings().retrieval
     assert (r.weight_sparse, r.weight_dense) == (0.5, 0.5)
     monkeypatch.setenv("RAG_RETRIEVAL__WEIGHT_SPARSE", "1.0")
+    monkeypatch.setenv("RAG_RETRIEVAL__PRF_BETA", "1.5")
     r = load_settings().retrieval
-    assert (r.weight_sparse, r.weight_dense) == (1.0, 0.5)
+    assert (r.weight_sparse, r.weight_dense, r.prf_beta) == (1.0, 0.5, 1.5)
 
 
 # z-score normalisation (Montague & Aslam, CIKM 2001; Bruch, Gai & Ingber, TOIS 2023, §4):

@@ -113,3 +113,78 @@ def test_legs_score_ids_vectors_and_search_by_vector(tmp_path: Path) -> None:
         assert float(vecs["a"] @ qv) == pytest.approx(dense.search(query, 5)["a"], abs=1e-6)
     finally:
         dense.close()
+
+
+def _engine_notes(root: Path) -> Path:
+    root.mkdir(parents=True)
+    words = ["docker", "ollama", "gpu", "port", "qdrant", "vector", "cuda", "nginx", "index", "model"]
+    for i in range(24):
+        body = " ".join(words[(i * 3 + w) % len(words)] for w in range(12 + i % 5))
+        (root / f"n{i:02d}.md").write_text(f"# note {i}\n\n{body} note{i}\n", encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize("method", ["rescored", "prf"])
+def test_retriever_runs_feedback_fusion_through_the_legs(tmp_path: Path, method: str) -> None:
+    from ingest.publish import ingest_and_publish
+    from rag.engine import Engine
+    from rag.retrieval.fusion import Feedback, feedback_search
+    from rag.settings import Settings
+    from tests.hashing_embedder import HashingEmbedder
+
+    notes = _engine_notes(tmp_path / "notes")
+    settings = Settings(data_dir=tmp_path / "d")
+    settings.embedding.model = "hashing"
+    settings.graph.enabled = False
+    r = settings.retrieval
+    r.fusion, r.weight_sparse, r.weight_dense = method, 0.4, 0.6  # type: ignore[assignment]
+    r.candidates, r.prf_m, r.prf_beta, r.prf_first_dense_weight = 5, 3, 1.0, 0.5
+    with Engine.open(settings, create=True, embedder=HashingEmbedder(32)) as engine:
+        ingest_and_publish([notes], settings, engine, engine.store)
+        sparse, dense = engine.leg("sparse"), engine.leg("dense")
+        for query in ["docker gpu port", "qdrant vector note7", "cuda nginx"]:
+            hits = engine.search(query, k=5, mode="hybrid")
+            qv = dense.embed_query(query)  # type: ignore[attr-defined]
+            legs = {"sparse": sparse.search(query, 5), "dense": dense.search(query, 5)}
+            want = feedback_search(
+                legs,
+                qv,
+                sparse_scores=lambda ids, q=query: sparse.score_ids(q, ids),  # type: ignore[attr-defined]
+                vectors=dense.vectors_of,  # type: ignore[attr-defined]
+                dense_search=(lambda v: dense.search_vector(v, 5)) if method == "prf" else None,  # type: ignore[attr-defined]
+                weights={"sparse": 0.4, "dense": 0.6, "graph": 0.0},
+                feedback=Feedback(first_dense_weight=0.5, m=3, beta=1.0),
+            )[:5]
+            assert [(h.chunk.chunk_id, h.score) for h in hits] == [(c, pytest.approx(s)) for c, s in want]
+            # hits report each leg's own list: null where that leg did not return the chunk
+            for h in hits:
+                assert h.scores["sparse"] == legs["sparse"].get(h.chunk.chunk_id)
+                assert h.scores["dense"] == legs["dense"].get(h.chunk.chunk_id)
+        # re-scoring changes the candidates: the union holds chunks one leg alone returned
+        assert any(h.scores["sparse"] is None or h.scores["dense"] is None for h in hits)
+
+
+def test_retriever_falls_back_to_zscore_while_the_dense_leg_lags(tmp_path: Path) -> None:
+    from ingest.publish import ingest_and_publish
+    from rag.engine import Engine
+    from rag.retrieval.fusion import fuse
+    from rag.settings import Settings
+    from tests.hashing_embedder import HashingEmbedder
+
+    notes = _engine_notes(tmp_path / "notes")
+    settings = Settings(data_dir=tmp_path / "d")
+    settings.embedding.model = "hashing"
+    settings.graph.enabled = False
+    settings.retrieval.fusion = "prf"
+    with Engine.open(settings, create=True, embedder=HashingEmbedder(32)) as engine:
+        ingest_and_publish([notes], settings, engine, engine.store)
+        dense = engine.leg("dense")
+        retriever = engine.retriever("hybrid")
+        assert retriever.rescorable()
+        dense.generation = -1  # the store moved on and the dense leg has not caught up yet
+        assert not retriever.rescorable()
+        query = "docker gpu port"
+        per_leg = retriever.covered(retriever.leg_scores(query, 10, "hybrid"))
+        want = fuse(per_leg, method="zscore", weights=retriever.weights())[:10]
+        got = retriever.search(query, 10, "hybrid")
+        assert [(h.chunk.chunk_id, h.score) for h in got] == [(c, pytest.approx(s)) for c, s in want]

@@ -28,32 +28,75 @@ broken by doc id so results are deterministic.
   share of the sparse+dense weight is
   ``sigmoid(logit(w_dense / (w_sparse + w_dense)) + slope * (m_dense - m_sparse))``;
   with ``slope = 0`` it is the configured split; other legs keep their weight.
+* Re-scored z-scores (``rescored``): every candidate of the sparse or dense list is scored by
+  both legs (the BMX score of a chunk for the query, the cosine of its stored vector), so the
+  z-scores of both legs are taken over the same set, the union, and no candidate takes a floor.
+* Dense pseudo-relevance feedback (``prf``), Rocchio, "Relevance Feedback in Information
+  Retrieval" (1971), with the top of a first fused ranking as the feedback set (Xu & Croft,
+  SIGIR 1996; for dense retrieval Li et al., "Pseudo Relevance Feedback with Deep Language
+  Models and Dense Retrievers", TOIS 2023): the re-scored fusion with dense weight ``w0`` ranks
+  the union; the mean vector of its top ``m`` is added to the query vector with weight ``beta``,
+  ``q' = (q + beta * mean(v_1..v_m)) / |q + beta * mean(v_1..v_m)|``; the dense leg searches
+  again with ``q'``, and the re-scored fusion of the sparse list and the new dense list (dense
+  scores are cosines with ``q'``) is the answer. It helps where many passages answer a question
+  (they pull the query toward each other), and costs one more vector search.
+* Agreement (measured only): the share of a leg's top k that the other leg also returned.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
-FusionMethod = Literal["adaptive", "zscore", "weighted", "rrf"]
+import numpy as np
 
-# Weight of the dense leg in min-max weighted fusion (the sparse leg takes 1 - w), per embedding
-# model. e5-small: fitted on the five collections in ../shared/eval and checked by
-# leave-one-collection-out (bench/bench_fusion_loco.py, bench/results/fusion-loco.md): 0.4 has the
-# best worst-case margin over the best single leg of every family measured (z-score, RRF, re-scored
-# and per-query adaptive weights included). USE: measured on four collections, only up to ~0.1 never
-# trails BMX alone. A model not measured here gets the cautious 0.1.
-MEASURED_DENSE_WEIGHT: dict[str, float] = {"e5-small": 0.4, "use": 0.1}
+FusionMethod = Literal["adaptive", "zscore", "weighted", "rrf"]
+#: Methods that score candidates again through the legs (``Retriever`` runs them; see
+#: :func:`feedback_search`).
+FeedbackMethod = Literal["rescored", "prf"]
+
+# Fusion per embedding model, measured on the five collections in ../shared/eval by
+# leave-one-collection-out (bench/bench_fusion_loco.py, bench/results/fusion-loco.md).
+# e5-small: dense pseudo-relevance feedback over re-scored z-scores (``prf``) has the best left-out
+# worst-case margin over the best single leg of every family measured (min-max, z-score, RRF,
+# re-scored, per-query weights from margins or agreement); dense weight 0.6 and the feedback
+# parameters below are its fit on all five. USE: min-max, measured on four collections, only up to
+# ~0.1 never trails BMX alone. A model not measured here gets min-max with the cautious 0.1.
+MEASURED_FUSION: dict[str, str] = {"e5-small": "prf"}
+MEASURED_DENSE_WEIGHT: dict[str, dict[str, float]] = {
+    # e5-small min-max: 0.4, the previous default (its left-out worst case -0.029, rule *mean*)
+    "e5-small": {"prf": 0.6, "weighted": 0.4},
+    "use": {"weighted": 0.1},
+}
+MEASURED_FEEDBACK: dict[str, dict[str, float]] = {
+    "e5-small": {"first_dense_weight": 0.6, "m": 10, "beta": 0.25}
+}
 CAUTIOUS_DENSE_WEIGHT = 0.1
 
 MARGIN_K = 10  # scores per leg in the top-1 margin
+AGREEMENT_K = 10  # top k of a leg in :func:`agreement`
 ADAPTIVE_SLOPE = 0.5  # "adaptive" only (not the default): the left-out choice in 2 of 5 folds, 0 in 3
 
 
-def default_dense_weight(model: str) -> float:
-    """The dense leg's fusion weight for embedding ``model`` when none is configured."""
-    return MEASURED_DENSE_WEIGHT.get(model.strip().lower(), CAUTIOUS_DENSE_WEIGHT)
+def default_dense_weight(model: str, method: str | None = None) -> float:
+    """The dense leg's fusion weight for embedding ``model`` and fusion ``method`` (None: the
+    model's default method) when none is configured; a method not measured for the model takes
+    the weight of the model's default method."""
+    per = MEASURED_DENSE_WEIGHT.get(model.strip().lower(), {})
+    fallback = per.get(default_fusion(model), CAUTIOUS_DENSE_WEIGHT)
+    return per.get(method or default_fusion(model), fallback)
+
+
+def default_fusion(model: str) -> str:
+    """The fusion method for embedding ``model`` when none is configured."""
+    return MEASURED_FUSION.get(model.strip().lower(), "weighted")
+
+
+def default_feedback(model: str) -> Feedback:
+    """The ``prf`` parameters for embedding ``model`` when none are configured."""
+    return _feedback(MEASURED_FEEDBACK.get(model.strip().lower(), {}))
 
 
 def ranked(scores: Mapping[str, float]) -> list[tuple[str, float]]:
@@ -164,3 +207,121 @@ def fuse(
     if method == "adaptive":
         return ranked(zscored(legs, weights=adaptive_weights(legs, weights, slope=slope)))
     return ranked(weighted(legs, weights=weights))
+
+
+def agreement(legs: Mapping[str, Mapping[str, float]], k: int = AGREEMENT_K) -> dict[str, float]:
+    """Per leg, the share of its top ``k`` (:func:`ranked`) that another leg also returned; 0 for
+    a leg with no candidates (or no other leg)."""
+    out: dict[str, float] = {}
+    for leg, scores in legs.items():
+        top = [d for d, _ in ranked(scores)[:k]]
+        others = set().union(*(set(s) for name, s in legs.items() if name != leg))
+        out[leg] = sum(d in others for d in top) / len(top) if top else 0.0
+    return out
+
+
+def rocchio(query: np.ndarray, feedback: Sequence[np.ndarray], beta: float) -> np.ndarray:
+    """``(q + beta * mean(feedback)) / |...|`` as float32; ``q`` (normalised) when there is no
+    feedback, ``beta`` is 0 or the sum vanishes."""
+    q = np.asarray(query, dtype=np.float64)
+    q = q / np.linalg.norm(q)
+    if not len(feedback) or beta == 0.0:
+        return q.astype(np.float32)
+    v = q + beta * np.mean(np.asarray(feedback, dtype=np.float64), axis=0)
+    n = np.linalg.norm(v)
+    return (v / n if n > 0 else q).astype(np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """Parameters of :data:`FeedbackMethod` ``prf`` (fitted by leave-one-collection-out)."""
+
+    #: dense weight of the first (re-scored) fusion that picks the feedback set
+    first_dense_weight: float = 0.5
+    #: chunks of the first ranking whose mean vector joins the query
+    m: int = 10
+    #: weight of that mean vector
+    beta: float = 0.5
+
+
+def _feedback(p: Mapping[str, float]) -> Feedback:
+    d = Feedback()
+    return Feedback(
+        first_dense_weight=float(p.get("first_dense_weight", d.first_dense_weight)),
+        m=int(p.get("m", d.m)),
+        beta=float(p.get("beta", d.beta)),
+    )
+
+
+#: ``scores(ids)``: the sparse leg's score of each id for this query.
+SparseScorer = Callable[[list[str]], Mapping[str, float]]
+#: ``vectors(ids)``: the stored vector of each id the dense leg has.
+VectorFetcher = Callable[[list[str]], Mapping[str, np.ndarray]]
+#: ``search(vector)``: the dense leg's candidates for a query vector.
+DenseSearcher = Callable[[np.ndarray], Mapping[str, float]]
+
+
+def _complete(
+    legs: Mapping[str, Mapping[str, float]],
+    query: np.ndarray,
+    sparse_scores: SparseScorer,
+    vectors: VectorFetcher,
+    cache: dict[str, np.ndarray],
+) -> dict[str, dict[str, float]]:
+    """The sparse and dense lists, each extended to every candidate of either (the union): a
+    chunk the dense leg has no vector for is left out of the union. Fetched vectors go to
+    ``cache``."""
+    sparse, dense = dict(legs.get("sparse", {})), dict(legs.get("dense", {}))
+    union = sorted(set(sparse) | set(dense))
+    need = [d for d in union if d not in dense and d not in cache]
+    if need:
+        cache.update(vectors(need))
+    q = np.asarray(query, dtype=np.float32)
+    for d in union:
+        if d not in dense and d in cache:
+            dense[d] = round(float(cache[d] @ q), 6)
+    union = [d for d in union if d in dense]
+    missing = [d for d in union if d not in sparse]
+    if missing:
+        got = sparse_scores(missing)
+        for d in missing:
+            sparse[d] = float(got.get(d, 0.0))
+    out = {name: dict(scores) for name, scores in legs.items() if name not in ("sparse", "dense")}
+    out["sparse"] = {d: sparse[d] for d in union}
+    out["dense"] = {d: dense[d] for d in union}
+    return out
+
+
+def feedback_search(
+    legs: Mapping[str, Mapping[str, float]],
+    query: np.ndarray,
+    *,
+    sparse_scores: SparseScorer,
+    vectors: VectorFetcher,
+    dense_search: DenseSearcher | None,
+    weights: Mapping[str, float],
+    feedback: Feedback | Mapping[str, float] | None = None,
+) -> list[tuple[str, float]]:
+    """Re-scored z-score fusion (``dense_search`` None) or dense pseudo-relevance feedback
+    (module docstring), best first.
+
+    ``legs`` holds each leg's own list (``sparse``, ``dense``, optionally ``graph``, which keeps
+    its own list); ``query`` is the dense leg's query vector."""
+    if "sparse" not in legs or "dense" not in legs:
+        return ranked(zscored(legs, weights=weights))
+    cache: dict[str, np.ndarray] = {}
+    full = _complete(legs, query, sparse_scores, vectors, cache)
+    if dense_search is None:
+        return ranked(zscored(full, weights=weights))
+    fb = feedback if isinstance(feedback, Feedback) else _feedback(feedback or {})
+    w0 = fb.first_dense_weight
+    first = ranked(
+        zscored({"sparse": full["sparse"], "dense": full["dense"]}, weights={"sparse": 1 - w0, "dense": w0})
+    )
+    top = [d for d, _ in first[: fb.m]]
+    need = [d for d in top if d not in cache]
+    if need:
+        cache.update(vectors(need))
+    q2 = rocchio(query, [cache[d] for d in top if d in cache], fb.beta)
+    again = {**legs, "dense": dict(dense_search(q2))}
+    return ranked(zscored(_complete(again, q2, sparse_scores, vectors, cache), weights=weights))

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from rag.errors import InputError
 from rag.models import Chunk
-from rag.retrieval.fusion import fuse, ranked
+from rag.retrieval.fusion import Feedback, feedback_search, fuse, ranked
 from rag.retrieval.legs import Leg, fill_uncovered
 from rag.settings import RetrievalSettings
 from rag.store import ChunkStore
@@ -77,17 +77,62 @@ class Retriever:
             return per_leg
         return fill_uncovered(per_leg, embedded())
 
+    def rescorable(self) -> bool:
+        """Whether re-scoring fusion (``rescored``, ``prf``) can run: both the sparse and the
+        dense leg take part, offer the per-chunk seams, and the dense leg covers the store."""
+        sparse, dense = self.legs.get("sparse"), self.legs.get("dense")
+        w = self.weights()
+        return (
+            w["sparse"] > 0
+            and w["dense"] > 0
+            and hasattr(sparse, "score_ids")
+            and all(hasattr(dense, a) for a in ("embed_query", "search_vector", "vectors_of"))
+            and getattr(dense, "generation", None) == self.store.generation()
+        )
+
+    def feedback_order(
+        self, query: str, k: int
+    ) -> tuple[dict[str, dict[str, float]], list[tuple[str, float]]]:
+        """Each leg's own list and the re-scored (``rescored``) or feedback (``prf``) ranking."""
+        s = self.settings
+        sparse, dense = self.legs["sparse"], self.legs["dense"]
+        depth = max(k, s.candidates)
+        qv = dense.embed_query(query)  # type: ignore[attr-defined]
+        per_leg = {
+            n: self.legs[n].search(query, depth)
+            for n in LEG_NAMES
+            if n in self.legs and n != "dense" and self.weights()[n] > 0
+        }
+        if qv is None:  # a blank query: nothing for the dense leg
+            return per_leg, []
+        per_leg["dense"] = dense.search_vector(qv, depth)  # type: ignore[attr-defined]
+        order = feedback_search(
+            per_leg,
+            qv,
+            sparse_scores=lambda ids: sparse.score_ids(query, ids),  # type: ignore[attr-defined]
+            vectors=dense.vectors_of,  # type: ignore[attr-defined]
+            dense_search=(lambda v: dense.search_vector(v, depth)) if s.fusion == "prf" else None,  # type: ignore[attr-defined]
+            weights=self.weights(),
+            feedback=Feedback(first_dense_weight=s.prf_first_dense_weight, m=s.prf_m, beta=s.prf_beta),
+        )
+        return per_leg, order
+
     def search(self, query: str, k: int = 10, mode: Mode = "hybrid") -> list[Hit]:
         if not 1 <= k <= MAX_K:
             raise InputError(f"k must be between 1 and {MAX_K}, got {k}")
-        per_leg = self.leg_scores(query, k, mode)
-        fusable = self.covered(per_leg) if mode == "hybrid" else per_leg
-        if mode == "hybrid" and len(fusable) > 1:
-            order = fuse(
-                fusable, method=self.settings.fusion, weights=self.weights(), rrf_k=self.settings.rrf_k
-            )
+        feedback = mode == "hybrid" and self.settings.fusion in ("rescored", "prf")
+        if feedback and self.rescorable():
+            per_leg, order = self.feedback_order(query, k)
         else:
-            order = ranked(next(iter(fusable.values()), {}))
+            per_leg = self.leg_scores(query, k, mode)
+            fusable = self.covered(per_leg) if mode == "hybrid" else per_leg
+            if mode == "hybrid" and len(fusable) > 1:
+                # re-scoring needs a dense leg that covers the store: until then, z-scores over
+                # each leg's own list (the closest family)
+                method = "zscore" if feedback else self.settings.fusion
+                order = fuse(fusable, method=method, weights=self.weights(), rrf_k=self.settings.rrf_k)  # type: ignore[arg-type]
+            else:
+                order = ranked(next(iter(fusable.values()), {}))
         top = order[:k]
         chunks = {c.chunk_id: c for c in self.store.get_chunks([cid for cid, _ in top])}
         hits: list[Hit] = []
