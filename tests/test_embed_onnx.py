@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,7 @@ def test_runtime_choices(tiny_model: Tiny) -> None:  # noqa: F811
         E5Embedder(source=tiny_model[0], device="cpu", runtime="tensorrt")
     assert resolve_runtime("onnx", "cpu") == "onnx"
     assert resolve_runtime("auto", "cuda") == "torch"
-    assert resolve_runtime("auto", "cpu") in ("torch", "onnx", "onnx-int8")
+    assert resolve_runtime("auto", "cpu") in ("torch", "onnx", "onnx-int8", "openvino-bf16")
 
 
 def test_onnx_runtime_on_a_gpu_is_refused(tiny_model: Tiny) -> None:  # noqa: F811
@@ -78,12 +79,18 @@ def test_real_e5_small_on_onnx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     int8 = make_embedder("e5-small", device="cpu", runtime="onnx-int8").embed_passages(texts)
     assert np.sum(fp32 * ref, axis=1).min() > 0.99999
     assert np.sum(int8 * ref, axis=1).min() > 0.97
+    if importlib.util.find_spec("openvino") is not None:
+        ov32 = make_embedder("e5-small", device="cpu", runtime="openvino").embed_passages(texts)
+        bf16 = make_embedder("e5-small", device="cpu", runtime="openvino-bf16").embed_passages(texts)
+        assert np.sum(ov32 * ref, axis=1).min() > 0.99999
+        assert np.sum(bf16 * ref, axis=1).min() > 0.9995
 
 
 def test_auto_falls_back_to_torch_without_the_onnx_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     import rag.embed as embed
 
     monkeypatch.setattr(embed, "AUTO_CPU_RUNTIME", "onnx-int8")
+    monkeypatch.setattr(embed, "cpu_has_bf16", lambda: False)
     assert resolve_runtime("auto", "cpu") == "onnx-int8"
     monkeypatch.setattr(embed, "onnx_available", lambda: False)
     assert resolve_runtime("auto", "cpu") == "torch"
@@ -100,3 +107,68 @@ def test_int8_queries_never_take_the_float32_numpy_path(tiny_model: Tiny, tmp_pa
     assert fp32.numpy_queries and not int8.numpy_queries
     one = int8.embed_queries(["猫"])
     np.testing.assert_array_equal(one, int8.embed_queries(["猫"]))
+
+
+def test_auto_takes_openvino_bf16_only_where_it_can_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    import rag.embed as embed
+    import rag.embed.openvino as ov_mod
+
+    monkeypatch.setattr(ov_mod, "openvino_available", lambda: True)
+    monkeypatch.setattr(embed, "cpu_has_bf16", lambda: True)
+    assert resolve_runtime("auto", "cpu") == "openvino-bf16"
+    assert resolve_runtime("auto", "cuda") == "torch"
+    assert resolve_runtime("onnx", "cpu") == "onnx"  # an explicit choice is kept
+    monkeypatch.setattr(embed, "cpu_has_bf16", lambda: False)  # no native bfloat16: float32 on ONNX Runtime
+    assert resolve_runtime("auto", "cpu") == "onnx"
+    monkeypatch.setattr(embed, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(ov_mod, "openvino_available", lambda: False)  # the extra is not installed
+    assert resolve_runtime("auto", "cpu") == "onnx"
+
+
+def test_openvino_f32_matches_onnx_and_bf16_stays_close(tiny_model: Tiny, tmp_path: Path) -> None:  # noqa: F811
+    pytest.importorskip("openvino")
+    source = tiny_model[0]
+    onnx_emb = E5Embedder(source=source, cache_dir=tmp_path, device="cpu", batch_size=3, runtime="onnx")
+    f32 = E5Embedder(source=source, cache_dir=tmp_path, device="cpu", batch_size=3, runtime="openvino")
+    bf16 = E5Embedder(source=source, cache_dir=tmp_path, device="cpu", batch_size=3, runtime="openvino-bf16")
+    ref = onnx_emb.embed_passages(TINY_TEXTS)
+    # float32 in another library's kernels: the same vectors up to rounding
+    np.testing.assert_allclose(f32.embed_passages(TINY_TEXTS), ref, atol=1e-3)
+    assert np.sum(f32.embed_passages(TINY_TEXTS) * ref, axis=1).min() > 0.99999
+    assert np.sum(bf16.embed_passages(TINY_TEXTS) * ref, axis=1).min() > 0.999
+    # float32 keeps the name (the same vectors, one embedding cache); bfloat16 gets its own
+    assert f32.name == onnx_emb.name == "e5:tiny-q4" and bf16.name == "e5:tiny-q4+bf16"
+    # both read the one float32 export in the model cache
+    assert {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")} == {"e5-small", "e5-small-onnx"}
+    # without a model cache the export goes through a temporary folder
+    mem = E5Embedder(source=source, device="cpu", batch_size=3, runtime="openvino")
+    np.testing.assert_allclose(mem.embed_passages(TINY_TEXTS), ref, atol=1e-3)
+
+
+def test_openvino_runs_from_several_threads(tiny_model: Tiny, tmp_path: Path) -> None:  # noqa: F811
+    pytest.importorskip("openvino")
+    from concurrent.futures import ThreadPoolExecutor
+
+    emb = E5Embedder(source=tiny_model[0], cache_dir=tmp_path, device="cpu", runtime="openvino")
+    want = emb.embed_passages(TINY_TEXTS)
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda _: emb.embed_passages(TINY_TEXTS), range(8)))
+    for vecs in got:
+        np.testing.assert_allclose(vecs, want, atol=1e-6)
+
+
+def test_selective_int8_quantises_only_the_feed_forward_matmuls(tiny_model: Tiny, tmp_path: Path) -> None:  # noqa: F811
+    import onnx
+
+    from rag.embed.onnx import feed_forward_matmuls, quantize_encoder
+
+    E5Embedder(source=tiny_model[0], cache_dir=tmp_path, device="cpu", runtime="onnx").embed_passages(["x"])
+    fp32 = tmp_path / "e5-small-onnx" / "model.onnx"
+    ffn = feed_forward_matmuls(fp32)
+    layers = len({name.split("/")[1] for name in ffn})
+    assert layers >= 1 and len(ffn) == 2 * layers
+    quantize_encoder(fp32, tmp_path / "ffn.onnx", variant="int8-ffn")
+    nodes = onnx.load(str(tmp_path / "ffn.onnx")).graph.node
+    integer = [n for n in nodes if n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")]
+    float_weights = [n for n in nodes if n.op_type == "MatMul" and "query" in n.name]
+    assert len(integer) == len(ffn) and float_weights

