@@ -85,15 +85,20 @@ while True:
 """
 
 
-def run_one(tree: Path, folder: Path, data: Path, query: str) -> dict[str, Any]:
+def run_one(
+    tree: Path, folder: Path, data: Path, query: str, extra_env: dict[str, str] | None = None
+) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     env.pop("RAG_EMBEDDING__MODEL", None)
+    env.pop("RAG_EMBEDDING__RUNTIME", None)
+    env.update(extra_env or {})
     ingest_cmd = [sys.executable, "-m", "cli.main", "ingest", str(folder), "--data-dir", str(data), "--json"]
     poller = subprocess.Popen(
         [sys.executable, "-c", POLLER, str(data), query], cwd=tree, env=env, stdout=subprocess.PIPE, text=True
     )
     assert poller.stdout is not None
     poller.stdout.readline()  # imported: polls from now on
+    load_before = os.getloadavg()[0]
     t0 = time.time()
     ingest = subprocess.Popen(ingest_cmd, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     line = poller.stdout.readline().split()
@@ -109,7 +114,13 @@ def run_one(tree: Path, folder: Path, data: Path, query: str) -> dict[str, Any]:
     search_cmd = [sys.executable, "-m", "cli.main", "search", query, "--mode", "sparse"]
     t = time.time()
     subprocess.run([*search_cmd, "--data-dir", str(data), "--json"], cwd=tree, env=env, capture_output=True)
-    return {"wall_s": wall, "first_hit_s": first_hit, "cli_search_s": time.time() - t, "report": report}
+    return {
+        "wall_s": wall,
+        "first_hit_s": first_hit,
+        "cli_search_s": time.time() - t,
+        "load": [load_before, os.getloadavg()[0]],
+        "report": report,
+    }
 
 
 def partial_dense(out: Path, sets: list[str]) -> None:
@@ -182,6 +193,9 @@ def main() -> None:
     ap.add_argument("--partial", help="only the partial-dense fusion measure, on these cached sets")
     ap.add_argument("--prev", default="75f0a73", help="git ref of the previous code")
     ap.add_argument("--this", default="HEAD", help="git ref of the code measured against it")
+    ap.add_argument(
+        "--also-runtime", help="also run this code with these e5-small runtimes (e.g. onnx), after the others"
+    )
     ap.add_argument("--out", type=Path, default=REPO / "bench/results/first_answer.md")
     args = ap.parse_args()
     if args.partial:
@@ -198,10 +212,13 @@ def main() -> None:
         }
         size = sum(f.stat().st_size for f in folders["5 notes, 290 KB"][0].iterdir())
         for name, (folder, query) in folders.items():
-            for label, tree in (("previous", prev), ("this", this)):
+            runs: list[tuple[str, Path, dict[str, str]]] = [("previous", prev, {}), ("this", this, {})]
+            for runtime in filter(None, (args.also_runtime or "").split(",")):
+                runs.append((f"this, runtime {runtime}", this, {"RAG_EMBEDDING__RUNTIME": runtime}))
+            for label, tree, extra in runs:
                 if args.only and f"{name} | {label}" not in args.only.split(";"):
                     continue
-                r = run_one(tree, folder, tmp / f"data-{label}-{len(results)}", query)
+                r = run_one(tree, folder, tmp / f"data-{label}-{len(results)}", query, extra)
                 results[f"{name} | {label}"] = r
                 print(name, label, json.dumps({k: v for k, v in r.items() if k != "report"}), flush=True)
                 print("   took_s", r["report"]["took_s"], flush=True)
@@ -217,8 +234,9 @@ def main() -> None:
         "a hit; `rag search` s = one `rag search` process run after the ingest (process start-up included).",
         f"The generated folder holds {size / 1000:.0f} KB.",
         "",
-        "| folder | code | chunks | wall s | `took_s` printed | first hit s | first hit / wall | `rag search` s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| folder | code | chunks | wall s | `took_s` printed | first hit s | first hit / wall | `rag search` s "
+        "| load before / after |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for key, r in results.items():
         rep = r["report"]
@@ -230,24 +248,33 @@ def main() -> None:
                 if hit is not None
                 else "none during the ingest | - |"
             )
-            + f" {r['cli_search_s']:.1f} |"
+            + f" {r['cli_search_s']:.1f} | {r['load'][0]:.1f} / {r['load'][1]:.1f} |"
         )
+    lines += ["", "| folder | code | wall / previous wall |", "|---|---|---:|"]
+    for key, r in results.items():
+        name, label = key.split(" | ")
+        prev_r = results.get(f"{name} | previous")
+        if prev_r and label != "previous":
+            lines.append(f"| {name} | {label} | {r['wall_s'] / prev_r['wall_s']:.2f} |")
     lines += ["", "Phases of this code's runs (`rag ingest --json` `phases`, seconds):", ""]
     lines += [
-        "| folder | " + " | ".join(PHASES) + " | sum | `took_s` |",
+        "| run | " + " | ".join(PHASES) + " | sum | `took_s` |",
         "|---|" + "---:|" * (len(PHASES) + 2),
     ]
     for key, r in results.items():
         phases = r["report"].get("phases")
-        if not phases or not key.endswith("this"):
+        if not phases or "previous" in key:
             continue
         cells = [f"{phases.get(p, 0.0):.2f}" for p in PHASES]
         lines.append(
-            f"| {key.split(' | ')[0]} | "
+            f"| {key.replace(' | ', ', ')} | "
             + " | ".join(cells)
             + f" | {sum(phases.values()):.2f} | {r['report']['took_s']:.2f} |"
         )
     args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    args.out.with_suffix(".json").write_text(
+        json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8"
+    )
     print("\n".join(lines))
 
 
