@@ -176,6 +176,12 @@ class RetrievalSettings(BaseModel):
     )
     prf_m: int = Field(10, ge=1, le=100, description="'prf': top chunks of the first ranking fed back.")
     prf_beta: float = Field(0.5, ge=0, description="'prf': weight of their mean vector added to the query.")
+    rerank: Literal["none", "llm"] = Field(
+        "none",
+        description="'llm' = the configured LLM re-orders the top rerank_depth hybrid hits (one more LLM call "
+        "per search; gain not measured here). 'none' = the fused order.",
+    )
+    rerank_depth: int = Field(20, ge=2, le=100, description="Hybrid hits the LLM re-ranks.")
     weight_sparse: float = Field(
         0.9, ge=0, description="Fusion weight of the BMX leg (unset: 1 - the dense weight)."
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rag.errors import InputError
 from rag.models import Chunk
@@ -12,6 +12,9 @@ from rag.retrieval.fusion import Feedback, feedback_search, fuse, ranked
 from rag.retrieval.legs import Leg, fill_uncovered
 from rag.settings import RetrievalSettings
 from rag.store import ChunkStore
+
+if TYPE_CHECKING:
+    from rag.llm.base import LLM
 
 Mode = Literal["hybrid", "sparse", "dense", "graph"]
 LEG_NAMES = ("sparse", "dense", "graph")
@@ -46,10 +49,19 @@ class Hit:
 class Retriever:
     """Searches the available legs and fuses them as configured."""
 
-    def __init__(self, store: ChunkStore, legs: Mapping[str, Leg], settings: RetrievalSettings) -> None:
+    def __init__(
+        self,
+        store: ChunkStore,
+        legs: Mapping[str, Leg],
+        settings: RetrievalSettings,
+        *,
+        llm: LLM | None = None,
+    ) -> None:
         self.store = store
         self.legs = dict(legs)
         self.settings = settings
+        #: the model that re-ranks hybrid hits when ``settings.rerank == "llm"`` (none: no re-ranking)
+        self.llm = llm
 
     def weights(self) -> dict[str, float]:
         s = self.settings
@@ -133,7 +145,8 @@ class Retriever:
                 order = fuse(fusable, method=method, weights=self.weights(), rrf_k=self.settings.rrf_k)  # type: ignore[arg-type]
             else:
                 order = ranked(next(iter(fusable.values()), {}))
-        top = order[:k]
+        rerank = mode == "hybrid" and self.settings.rerank == "llm" and self.llm is not None
+        top = order[: max(k, self.settings.rerank_depth) if rerank else k]
         chunks = {c.chunk_id: c for c in self.store.get_chunks([cid for cid, _ in top])}
         hits: list[Hit] = []
         for cid, fused in top:
@@ -145,4 +158,12 @@ class Retriever:
             }
             scores["fused"] = fused
             hits.append(Hit(rank=len(hits) + 1, chunk=chunk, score=fused, scores=scores))
-        return hits
+        if rerank and self.llm is not None:
+            from rag.retrieval.rerank import llm_order
+
+            head = hits[: self.settings.rerank_depth]
+            order_ = llm_order(self.llm, query, [h.chunk.text for h in head])
+            hits = [head[i] for i in order_] + hits[len(head) :]
+            for rank, h in enumerate(hits, start=1):
+                h.rank = rank
+        return hits[:k]
