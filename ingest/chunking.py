@@ -59,7 +59,7 @@ from rag.models import ChunkSpan
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt
 
-__all__ = ["chunk_markdown", "chunk_plain", "document_title", "measure", "table_header_at"]
+__all__ = ["TableHeaders", "chunk_markdown", "chunk_plain", "document_title", "measure", "table_header_at"]
 
 # --- units ----------------------------------------------------------------------------------------------
 
@@ -509,55 +509,52 @@ def chunk_plain(text: str, *, size: int, overlap: int, hard_breaks: Sequence[int
 
 # --- what identifies a chunk beyond its own text --------------------------------------------------------
 
-_TABLE_LINE_RE = re.compile(r"[ \t]{0,3}\|")
 _TABLE_DELIMITER_RE = re.compile(r"[ \t]{0,3}\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*")
 _TABLE_CELL_SPLIT_RE = re.compile(r"(?<!\\)\|")
 _TITLE_SCAN = 20_000  # characters searched for a document's title
 _ATX_H1_RE = re.compile(r"^[ ]{0,3}#[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
 _FRONT_TITLE_RE = re.compile(r"^title:[ \t]*[\"']?(.+?)[\"']?[ \t]*$", re.MULTILINE | re.IGNORECASE)
-_TABLE_BACK_LINES = 5000  # a chunk further than this into one table gets no header
+_TABLE_ROW_RE = re.compile(r"^[ \t]{0,3}\|[^\r\n]*", re.MULTILINE)
 
 
-def _line_start(text: str, pos: int) -> int:
-    return max(text.rfind("\n", 0, pos), text.rfind("\r", 0, pos)) + 1
+class TableHeaders:
+    """The markdown tables of a text, found in one pass: :meth:`at` gives the header row of the
+    table an offset lies inside."""
+
+    def __init__(self, text: str) -> None:
+        self._starts: list[int] = []  # where each table's second line (its delimiter row) starts
+        self._ends: list[int] = []  # where each table's last line ends
+        self._headers: list[str] = []
+        if "|" not in text:
+            return
+        run: list[re.Match[str]] = []
+        for m in itertools.chain(_TABLE_ROW_RE.finditer(text), [None]):
+            if m is not None and run and _skip_newline(text, run[-1].end()) == m.start():
+                run.append(m)
+                continue
+            if len(run) >= 2 and _TABLE_DELIMITER_RE.fullmatch(run[1].group(0)):
+                cells = [
+                    c.strip().replace("\\|", "|") for c in _TABLE_CELL_SPLIT_RE.split(run[0].group(0).strip())
+                ]
+                header = " | ".join(c for c in cells if c)
+                if header:
+                    self._starts.append(run[1].start())
+                    self._ends.append(run[-1].end())
+                    self._headers.append(header)
+            run = [m] if m is not None else []
+
+    def at(self, offset: int) -> str | None:
+        """The header row (cells joined by " | ") of the table whose body holds ``offset``, so that a
+        chunk starting there does not hold it; None outside table bodies (and on a header row)."""
+        i = bisect.bisect_right(self._starts, offset) - 1
+        if i >= 0 and offset < self._ends[i]:
+            return self._headers[i]
+        return None
 
 
 def table_header_at(text: str, start: int) -> str | None:
-    """The header row of the markdown table that ``start`` lies inside, when that row is before
-    ``start`` (a chunk starting there does not hold it): its cells joined by " | ". None when
-    ``start`` is not inside a table body."""
-    line = _line_start(text, start)
-    if not _TABLE_LINE_RE.match(text, line):
-        return None
-    first = line
-    for _ in range(_TABLE_BACK_LINES):
-        if first == 0:
-            break
-        prev = _line_start(text, first - 1)
-        if not _TABLE_LINE_RE.match(text, prev) or not _line_at(text, prev).strip():
-            break
-        first = prev
-    else:
-        return None
-    if first >= line:
-        return None  # the chunk starts on the header row itself
-    header = _line_at(text, first)
-    after = first + len(header)
-    delimiter = _line_at(text, _skip_newline(text, after))
-    if not _TABLE_DELIMITER_RE.fullmatch(delimiter) or _skip_newline(text, after) > line:
-        return None
-    cells = [c.strip().replace("\\|", "|") for c in _TABLE_CELL_SPLIT_RE.split(header.strip())]
-    cells = [c for c in cells if c]
-    return " | ".join(cells) or None
-
-
-def _line_at(text: str, pos: int) -> str:
-    end = len(text)
-    for nl in ("\n", "\r"):
-        i = text.find(nl, pos)
-        if i != -1:
-            end = min(end, i)
-    return text[pos:end]
+    """``TableHeaders(text).at(start)``, for one offset."""
+    return TableHeaders(text).at(start)
 
 
 def _skip_newline(text: str, pos: int) -> int:

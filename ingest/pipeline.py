@@ -33,7 +33,7 @@ from typing import Any
 
 from ingest import encoding as _encoding
 from ingest import secrets as _secrets
-from ingest.chunking import chunk_markdown, chunk_plain, document_title, table_header_at
+from ingest.chunking import TableHeaders, chunk_markdown, chunk_plain, document_title
 from ingest.encoding import decode_bytes
 from ingest.pdf import extract_pdf
 from ingest.secrets import redact
@@ -187,13 +187,18 @@ def chunk_document(
     if chunking.context:  # a PDF's title came with its extraction; the first heading of its text is none
         title = doc.title or (None if doc.format == "pdf" else document_title(doc.text, doc.format))
         title = title or _file_title(source)
+    tables = TableHeaders(doc.text) if chunking.context else None
     chunks = []
     for i, span in enumerate(spans):
         text = doc.text[span.start : span.end]
         page = doc.page_at(span.start)
         context = ""
         if chunking.context:
-            items = [title, *doc.running_headers.get(page or 0, ()), table_header_at(doc.text, span.start)]
+            items = [
+                title,
+                *doc.running_headers.get(page or 0, ()),
+                tables.at(span.start) if tables else None,
+            ]
             context = chunk_context(items, span.heading_path, text)
         # the context is part of the id: a chunk whose context changed is indexed again
         id_parts = (doc_id, str(span.start), str(span.end), text, *((context,) if context else ()))

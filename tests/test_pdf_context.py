@@ -254,6 +254,25 @@ def test_table_header_at() -> None:
     assert table_header_at(text, 0) is None
     no_delimiter = "| a | b |\n| c | d |\n"
     assert table_header_at(no_delimiter, no_delimiter.index("| c")) is None
+    crlf = text.replace("\n", "\r\n")
+    assert table_header_at(crlf, crlf.index("| qdrant")) == "Name | Port"
+    assert table_header_at(crlf, crlf.index("After")) is None
+    # two tables: each body gets its own header; an escaped pipe stays in its cell
+    two = text + "\n| Key \\| alias | Value |\n|:--|--:|\n| a | 1 |\n"
+    assert table_header_at(two, two.index("| ollama")) == "Name | Port"
+    assert table_header_at(two, two.index("| a | 1")) == "Key | alias | Value"
+
+
+def test_chunks_deep_in_a_long_table_keep_its_header() -> None:
+    rows = "".join(f"| host-{i} | 10.0.{i // 250}.{i % 250} | rack {i % 7} |\n" for i in range(3000))
+    text = "# Inventory\n\n| Host | Address | Rack |\n| --- | --- | --- |\n" + rows
+    doc = ExtractedDocument(text=text, format="markdown")
+    chunks = chunk_document(doc, doc_id="d", source="hosts.md", chunking=ChunkingSettings(size=64, overlap=0))
+    assert len(chunks) > 100
+    assert all(c.text == text[c.start : c.end] for c in chunks)
+    for c in chunks[1:]:
+        assert c.context == "Host | Address | Rack", c.ordinal
+    assert "Host | Address" not in chunks[0].context  # it holds the header row
 
 
 def test_chunk_context_dedupes_and_caps() -> None:
