@@ -20,7 +20,7 @@ from ingest.chunking import document_title, table_header_at
 from ingest.pdf import _MarginLine, extract_pdf, running_headers
 from ingest.pipeline import chunk_context, chunk_document, redact_document, sync_paths
 from rag.engine import Engine
-from rag.models import ExtractedDocument
+from rag.models import ExtractedDocument, PageSpan
 from rag.settings import ChunkingSettings, Settings
 from rag.store import ChunkStore
 from tests.factories_pdf import PAGE_HEIGHT, Table, heading, make_pdf, para
@@ -346,3 +346,22 @@ def test_existing_data_dir_gains_context_on_the_next_ingest(tmp_path: Path) -> N
     with ChunkStore(settings.data_dir) as store:
         again = sync_paths([folder], settings, store)
     assert (again.unchanged, again.updated) == (2, 0)  # done once
+
+
+def test_title_and_headers_are_redacted_like_the_text() -> None:
+    key = "sk-proj-4fQ2mZx9LkP7wR3tYh8VbN1cJd6EsA0u"
+    body = f"Body with OPENAI_API_KEY={key}"
+    doc = ExtractedDocument(
+        text=body,
+        format="pdf",
+        pages=[PageSpan(1, 0, len(body))],
+        title=f"Setup notes OPENAI_API_KEY={key}",
+        running_headers={1: (f"OPENAI_API_KEY={key} internal",)},
+    )
+    out = redact_document(doc)
+    assert key not in out.text and key not in (out.title or "")
+    assert all(key not in h for hs in out.running_headers.values() for h in hs)
+    assert "[REDACTED:" in (out.title or "")
+    assert sum(out.redactions.values()) == 1  # the copies in the title and header are not counted again
+    (chunk,) = chunk_document(out, doc_id="d", source="s.pdf", chunking=ChunkingSettings())
+    assert key not in chunk.index_text()
