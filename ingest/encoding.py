@@ -35,6 +35,12 @@ can spell, scored by word log-probability, so 模型 beats 模友 and 环境 bea
 The word probabilities mix jieba's counts (newspaper-era text) with wordfreq's
 Chinese list (web, subtitles, Wikipedia: closer to the words notes use, so 这台机器
 beats 这小机器), weighted by ``_WORDFREQ_WEIGHT``.
+Unigrams cannot tell 与, 中 and 不 apart once their last bytes (0x8E, 0xAD, 0x8D) are
+all lost: the three then arrive as the same two bytes. Around such single-character
+function words the lattice also scores the part-of-speech bigram of each word and the one
+before it (``_read_pos_tables``: the word tags of jieba's dictionary, the tag transitions
+of jieba's tagger), so that a preposition stands between two nouns and an adverb before
+a verb.
 In a document with enough damage, a second round adds the document's own
 preference (``_document_prior``): the characters that a damaged sequence became
 inside unambiguous dictionary words elsewhere in the file. Runs are only
@@ -71,7 +77,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rag.errors import BinaryFileError, EncodingError
 
@@ -83,7 +89,7 @@ __all__ = ["REPAIR_VERSION", "Decoded", "decode_bytes", "repair_mojibake"]
 
 # Bumped whenever ``repair_mojibake`` can give a different result for the same input, so that
 # documents repaired by an older version are processed again.
-REPAIR_VERSION = 3
+REPAIR_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,11 @@ class _CharModel:
         self.word_next: dict[str, str] = {}
         self._word_floor = 0.0
         self._single: dict[str, float] = {}
+        # Part-of-speech tag of each dictionary word (index into the tag list) and the tag
+        # bigram table of ``_read_pos_tables``.
+        self.word_tag: dict[str, int] = {}
+        self.pos_pmi: list[list[float]] = []
+        self.pos_function: list[bool] = []  # per state: a single-character function word
         self._byte_share: dict[int, float] | None = None
 
     def logp(self, c: str) -> float:
@@ -193,7 +204,7 @@ class _CharModel:
         """Word log-probabilities and word prefixes from jieba's dictionary (about 1 s, once)."""
         if self._words_loaded:
             return
-        words, counts = _read_jieba_dict()
+        words, counts, tags = _read_jieba_dict()
         total = float(counts.sum())
         log_total = math.log(total)
         share: dict[str, float] = {}
@@ -215,6 +226,7 @@ class _CharModel:
         self.word_logp = logp
         self.word_next = {p: "".join(sorted(cs)) for p, cs in following.items()}
         self._word_floor = math.log(0.5) - log_total
+        self.word_tag, self.pos_pmi, self.pos_function = _read_pos_tables(words, tags)
         self._words_loaded = True
 
     def single_logp(self, c: str) -> float:
@@ -271,22 +283,100 @@ def _read_wordfreq() -> dict[str, float]:
     return {w: f for w, f in freqs.items() if all(_is_cjk(ord(c)) for c in w)}
 
 
-def _read_jieba_dict() -> tuple[list[str], npt.NDArray[np.int64]]:
-    """Words and counts of jieba's dictionary (``word count tag`` per line)."""
+def _read_jieba_dict() -> tuple[list[str], npt.NDArray[np.int64], list[str]]:
+    """Words, counts and part-of-speech tags of jieba's dictionary (``word count tag`` per line)."""
     import importlib.resources
 
     import numpy as np
 
     data = importlib.resources.files("jieba").joinpath("dict.txt").read_text(encoding="utf-8")
     fields = data.split()
-    return fields[0::3], np.array(fields[1::3], dtype=np.int64)
+    return fields[0::3], np.array(fields[1::3], dtype=np.int64), fields[2::3]
+
+
+def _read_pos_tables(
+    words: list[str], word_tags: list[str]
+) -> tuple[dict[str, int], list[list[float]], list[bool]]:
+    """Word tags from jieba's dictionary and a tag bigram table from its tagger's HMM.
+
+    jieba's part-of-speech tagger (``jieba.posseg``) is an HMM over (B/M/E/S, tag) states
+    trained on tagged newspaper text. Its transitions from a word's last state (E or S)
+    to the next word's first one (B or S) are tag bigram probabilities, and its start
+    probabilities those of a sentence's first word. Returned: the tag index of each
+    dictionary word (``words`` with their tags ``word_tags``), ``pmi[prev][next]``: log P(next | prev) - log P(next), clipped to
+    ``_POS_PMI_LOW`` .. ``_POS_PMI_HIGH``, where a state is 2 * tag (single-character word) or 2 * tag + 1
+    (longer word), and row ``2 * len(tags)`` is the start of a sentence. P(next) is the
+    share of ``next`` among first states of words, from the chain's stationary distribution.
+    The third item tells which states are single-character words of ``_FUNCTION_TAGS``.
+    """
+    import ast
+    import importlib.resources
+
+    import numpy as np
+
+    pkg = importlib.resources.files("jieba")
+    State = tuple[str, str]  # (B/M/E/S, tag)
+
+    def table(name: str) -> dict[State, Any]:
+        src = pkg.joinpath("posseg", name).read_text(encoding="utf-8")
+        parsed: dict[State, Any] = ast.literal_eval(src.split("=", 1)[1])
+        return parsed
+
+    trans: dict[State, dict[State, float]] = table("prob_trans.py")
+    start: dict[State, float] = table("prob_start.py")
+    states = sorted(trans)
+    tags = sorted({tag for _, tag in states})
+    tag_index = {t: i for i, t in enumerate(tags)}
+    index = {st: i for i, st in enumerate(states)}
+    matrix = np.zeros((len(states), len(states)))
+    for a, row in trans.items():
+        for b, lp in row.items():
+            matrix[index[a], index[b]] = math.exp(lp)
+    matrix /= np.maximum(matrix.sum(axis=1, keepdims=True), 1e-300)
+    pi = np.full(len(states), 1.0 / len(states))
+    for _ in range(200):
+        pi = pi @ matrix
+    n = 2 * len(tags)
+
+    def code(state: State, first: bool) -> int | None:
+        kind, tag = state
+        if kind == "M" or (first and kind == "E") or (not first and kind == "B"):
+            return None
+        return 2 * tag_index[tag] + (kind != "S")
+
+    boundary = np.zeros((n + 1, n))
+    for a, row in trans.items():
+        i = code(a, first=False)
+        if i is None:
+            continue
+        for b, lp in row.items():
+            j = code(b, first=True)
+            if j is not None:
+                boundary[i, j] += pi[index[a]] * math.exp(lp)
+    for b, lp in start.items():
+        j = code(b, first=True)
+        if j is not None and lp > -1e10:  # jieba writes -3.14e100 for impossible
+            boundary[n, j] = math.exp(lp)
+    marginal = boundary[:n].sum(axis=0)
+    marginal /= marginal.sum()
+    rows = boundary / np.maximum(boundary.sum(axis=1, keepdims=True), 1e-300)
+    lo, hi = _POS_PMI_LOW, _POS_PMI_HIGH
+    with np.errstate(divide="ignore"):
+        pmi = np.clip(np.log(rows) - np.log(np.maximum(marginal, 1e-300)), lo, hi)
+    pmi[:, marginal == 0] = 0.0
+    pmi *= _POS_WEIGHT
+    word_tag = {w: tag_index[t] for w, t in zip(words, word_tags, strict=True) if t in tag_index}
+    function = [False] * (n + 1)
+    for t, tag in enumerate(tags):
+        function[2 * t] = tag in _FUNCTION_TAGS
+    return word_tag, pmi.tolist(), function
 
 
 @functools.cache
 def _model() -> _CharModel:
     import numpy as np
 
-    words, counts = _read_jieba_dict()
+    words, counts, _ = _read_jieba_dict()
     cps = np.frombuffer("".join(words).encode("utf-32-le"), dtype=np.uint32)
     lens = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
     per_cp = np.bincount(cps, weights=np.repeat(counts, lens))
@@ -395,6 +485,15 @@ _WORDFREQ_WEIGHT = 0.75
 # Cost of each word on the path: favours readings that form dictionary words over readings
 # made of frequent single characters (步数 over 来+数).
 _TOKEN_COST = -3.0
+# Tag bigrams (``_read_pos_tables``): weight of log P(tag | previous tag) - log P(tag), clipped.
+_POS_WEIGHT = 0.6
+_POS_PMI_LOW = -3.0
+_POS_PMI_HIGH = 3.0
+# Tags of closed-class words (prepositions, conjunctions, locatives, adverbs, particles,
+# modal particles, affixes, interjections): the tag bigram only scores the transitions into
+# and out of such a word when it is a single character (与 中 不 的 了 在 也 ...). Between
+# content words it added as many errors as it removed.
+_FUNCTION_TAGS = frozenset({"p", "c", "f", "d", "u", "uj", "ul", "uz", "ud", "ug", "uv", "y", "k", "h", "e"})
 
 
 def _loss_prior(b: int) -> float:
@@ -622,7 +721,95 @@ def _context_logp(c: str, brackets: _Brackets, model: _CharModel, script: str | 
     return adj
 
 
+_NEUTRAL = -1  # lattice state of a character without a tag (Latin letters, digits, rare CJK)
+
+
 def _best_reading(model: _CharModel, cands: list[_Cands]) -> list[tuple[str, ...]]:
+    if not _POS_WEIGHT:
+        return _best_reading_unigram(model, cands)
+    return _best_reading_tagged(model, cands)
+
+
+def _best_reading_tagged(model: _CharModel, cands: list[_Cands]) -> list[tuple[str, ...]]:
+    """As ``_best_reading_unigram``, plus the tag bigram of each word and the word before it.
+
+    A lattice state is the tag state of the last word (``_read_pos_tables``), the start
+    of a sentence after punctuation or a space, or ``_NEUTRAL`` after an untagged
+    character (which adds nothing to the next word's score).
+    """
+    n = len(cands)
+    words = model.word_logp
+    following = model.word_next
+    tags = model.word_tag
+    pmi = model.pos_pmi
+    boundary = len(pmi) - 1
+    function = model.pos_function
+    best: list[dict[int, float]] = [{} for _ in range(n + 1)]
+    back: list[dict[int, tuple[int, int, tuple[str, ...]]]] = [{} for _ in range(n + 1)]
+    best[0][_NEUTRAL] = 0.0
+    entry: list[dict[int, tuple[float, int]]] = [{} for _ in range(n + 1)]
+
+    def enter(i: int, state: int) -> tuple[float, int]:
+        """Best score at ``i`` followed by a word whose first state is ``state``."""
+        got = entry[i].get(state)
+        if got is None:
+            top, arg = -math.inf, _NEUTRAL
+            for prev, sc in best[i].items():
+                if prev != _NEUTRAL and state >= 0 and (function[state] or function[prev]):
+                    sc += pmi[prev][state]
+                if sc > top:
+                    top, arg = sc, prev
+            got = entry[i][state] = (top, arg)
+        return got
+
+    def relax(i: int, j: int, word: str, score: float, chars: tuple[str, ...]) -> None:
+        t = tags.get(word)
+        if t is None:
+            first = _NEUTRAL
+            last = boundary if not _is_cjk(ord(word[0])) and not word.isalnum() else _NEUTRAL
+        else:
+            first = last = 2 * t + (len(word) > 1)
+        base, prev = enter(i, first)
+        if base + score > best[j].get(last, -math.inf):
+            best[j][last] = base + score
+            back[j][last] = (i, prev, chars)
+
+    for i in range(n):
+        if not best[i]:
+            continue
+        frontier: list[tuple[str, float, tuple[str, ...]]] = []
+        for c, key, pen, single in cands[i]:
+            relax(i, i + 1, key, single, (c,))
+            if key in following:
+                frontier.append((key, pen, (c,)))
+        j = i + 1
+        while frontier and j < n:
+            grown: list[tuple[str, float, tuple[str, ...]]] = []
+            for prefix, score, chars in frontier:
+                nxt = following[prefix]
+                for c, key, pen, _ in cands[j]:
+                    if key not in nxt:
+                        continue
+                    word = prefix + key
+                    lp = words.get(word)
+                    if lp is not None:
+                        relax(i, j + 1, word, score + pen + lp, (*chars, c))
+                    if word in following:
+                        grown.append((word, score + pen, (*chars, c)))
+            frontier = grown
+            j += 1
+    out: list[tuple[str, ...]] = []
+    j = n
+    state = max(best[n], key=lambda st: best[n][st])
+    while j > 0:
+        i, prev, chars = back[j][state]
+        out.append(chars)
+        j, state = i, prev
+    out.reverse()
+    return out
+
+
+def _best_reading_unigram(model: _CharModel, cands: list[_Cands]) -> list[tuple[str, ...]]:
     """The most probable characters for a stretch of positions, under a word unigram model.
 
     ``cands`` holds the candidates of each position (one for an undamaged character) as
