@@ -34,7 +34,8 @@ never part of the text): the document's ``title``, from the PDF's metadata when 
 document (not a file name such as ``HHS2022B`` or ``Microsoft Word - a.docx``), else the largest
 line(s) of the first page with text; and each page's ``running_headers``, the lines repeated in the
 top or bottom margin of many pages at the same height (:func:`running_headers`), page numbers and
-the numbers that change from page to page left out.
+the numbers that change from page to page left out. In ``"markdown"`` mode, which has no geometry,
+the title is the first page's first ``#`` heading and the margins are each page's first and last line.
 
 Memory: pages are read one at a time; until the whole document's styles are known each page
 waits as packed lines (text plus a few numbers per line; its text dicts, drawings and spans are
@@ -124,9 +125,11 @@ def extract_pdf(
         try:
             margins: list[_MarginLine] = []
             first_lines: list[tuple[float, str]] = []
+            page_title: str | None = None
             if mode == "markdown":
                 pages, statuses = _markdown_pages(pymupdf, doc)
                 margins = _text_margins(pages)
+                page_title = _markdown_title(pages)
             else:
                 pages, statuses = _text_pages(
                     pymupdf, doc, tables=tables, margins=margins, first_lines=first_lines
@@ -137,7 +140,7 @@ def extract_pdf(
             doc.close()
     out = _assemble(pages, statuses, repaired=repaired, label=label)
     out.running_headers = running_headers(margins, sum(1 for st in statuses if st.has_text))
-    out.title = meta_title or _first_page_title(first_lines)
+    out.title = meta_title or page_title or _first_page_title(first_lines)
     return out
 
 
@@ -1175,13 +1178,26 @@ def _margin_lines(page: int, blocks: Sequence[Sequence[_Line]], height: float) -
 
 
 def _text_margins(pages: Sequence[str]) -> list[_MarginLine]:
-    """Margin lines without geometry (markdown mode): the first and last lines of each page."""
+    """Margin lines without geometry (markdown mode): the first and the last line of each page."""
     out: list[_MarginLine] = []
     for i, text in enumerate(pages):
         lines = [ln.strip().lstrip("#").strip() for ln in text.splitlines() if ln.strip()]
-        out += [_MarginLine(i + 1, True, -1.0, ln) for ln in lines[:MARGIN_LINES]]
-        out += [_MarginLine(i + 1, False, -1.0, ln) for ln in lines[::-1][:MARGIN_LINES]]
+        if lines:
+            out += [_MarginLine(i + 1, True, -1.0, lines[0]), _MarginLine(i + 1, False, -1.0, lines[-1])]
     return out
+
+
+def _markdown_title(pages: Sequence[str]) -> str | None:
+    """Markdown mode: the first top-level heading of the first page with text (of the first three)."""
+    for text in pages[:TITLE_MAX_PAGE]:
+        if not _visible(text):
+            continue
+        for line in text.splitlines():
+            if line.startswith("# ") and line[2:].strip():
+                title = line[2:].strip()
+                return title if len(title) <= TITLE_MAX_CHARS else None
+        return None
+    return None
 
 
 def running_headers(margins: Sequence[_MarginLine], text_pages: int) -> dict[int, tuple[str, ...]]:

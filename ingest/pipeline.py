@@ -184,7 +184,7 @@ def chunk_document(
     splitter = chunk_plain if doc.format == "text" else chunk_markdown
     spans = splitter(doc.text, size=chunking.size, overlap=chunking.overlap, hard_breaks=breaks)
     title = None
-    if chunking.context:  # a PDF's title came with its extraction; the first heading of its text is none
+    if chunking.context:  # a PDF's title comes from its extraction (metadata, cover), not its first heading
         title = doc.title or (None if doc.format == "pdf" else document_title(doc.text, doc.format))
         title = title or _file_title(source)
     tables = TableHeaders(doc.text) if chunking.context else None

@@ -365,3 +365,11 @@ def test_title_and_headers_are_redacted_like_the_text() -> None:
     assert sum(out.redactions.values()) == 1  # the copies in the title and header are not counted again
     (chunk,) = chunk_document(out, doc_id="d", source="s.pdf", chunking=ChunkingSettings())
     assert key not in chunk.index_text()
+
+
+def test_markdown_mode_finds_title_and_running_header() -> None:
+    pytest.importorskip("pymupdf4llm")
+    doc = extract_pdf(_report("Contoso", pages=5), mode="markdown")
+    assert doc.title == "Contoso Annual Performance Report"  # the first page's first "#" heading
+    assert set(doc.running_headers) == set(range(1, 6))
+    assert all(hs == ("Contoso FY 2031 Annual Performance Report",) for hs in doc.running_headers.values())
