@@ -115,12 +115,15 @@ class EmbeddingSettings(BaseModel):
         "~2 s faster, ~2x slower per query), 'torch' is faster once loaded; 'auto' = numpy for a one-off "
         "`rag search QUERY`, torch everywhere else.",
     )
-    runtime: Literal["auto", "torch", "onnx", "onnx-int8", "openvino", "openvino-bf16"] = Field(
-        "auto",
-        description="How e5-small embeds batches on the CPU: 'torch', ONNX Runtime ('onnx' float32; "
-        "'onnx-int8' int8 MatMuls, other vectors) or OpenVINO ('openvino' float32; 'openvino-bf16' "
-        "bfloat16 where the CPU has it, other vectors); exported once into the model cache (RAG_MODEL_DIR). "
-        "'auto' = the measured CPU default (bench/results/embed_runtime.md); torch on a GPU.",
+    runtime: Literal["auto", "torch", "onnx", "onnx-int8", "onnx-int8-pc", "openvino", "openvino-bf16"] = (
+        Field(
+            "auto",
+            description="How e5-small embeds batches on the CPU: 'torch', ONNX Runtime ('onnx' float32; "
+            "'onnx-int8' int8 MatMuls, other vectors; 'onnx-int8-pc' the same with per-channel weight scales) "
+            "or OpenVINO ('openvino' float32; 'openvino-bf16' "
+            "bfloat16 where the CPU has it, other vectors); exported once into the model cache (RAG_MODEL_DIR). "
+            "'auto' = the measured CPU default (bench/results/embed_runtime.md); torch on a GPU.",
+        )
     )
     url: str | None = Field(
         None,
