@@ -106,11 +106,11 @@ def test_title_from_metadata_when_meaningful_else_first_page() -> None:
 
 
 def test_running_header_detection_is_not_fooled_by_page_numbers() -> None:
-    def margins(texts: Sequence[str], *, top: bool = True, y: float = 30.0) -> list[_MarginLine]:
-        return [_MarginLine(i + 1, top, y, t) for i, t in enumerate(texts)]
+    def margins(texts: Sequence[str], *, top: bool = True) -> list[_MarginLine]:
+        return [_MarginLine(i + 1, top, 30.0, t) for i, t in enumerate(texts)]
 
     n = 8
-    # bare numbers, "Page N", "N of M", roman-like counters: page numbers, never headers
+    # bare numbers, "Page N", "N of M", "第 N 页": page numbers, never headers
     for form in ("{n}", "Page {n}", "{n} of 8", "- {n} -", "Page {n} of 8", "第 {n} 页"):
         found = running_headers(margins([form.format(n=i + 1) for i in range(n)], top=False), n)
         assert found == {}, form
