@@ -179,6 +179,11 @@ class RetrievalSettings(BaseModel):
     )
     prf_m: int = Field(10, ge=1, le=100, description="'prf': top chunks of the first ranking fed back.")
     prf_beta: float = Field(0.5, ge=0, description="'prf': weight of their mean vector added to the query.")
+    prf_search: bool = Field(
+        False,
+        description="'prf': search the dense leg again with the new query vector (one more vector search) "
+        "instead of re-scoring the candidates found with it (measured: no better left out).",
+    )
     rerank: Literal["none", "llm"] = Field(
         "none",
         description="'llm' = the configured LLM re-orders the top rerank_depth hybrid hits (one more LLM call "

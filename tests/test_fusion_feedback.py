@@ -51,7 +51,9 @@ def test_rocchio_by_hand() -> None:
     assert rocchio(np.array([2.0, 0.0]), [], 1.0) == pytest.approx([1.0, 0.0])
     assert rocchio(Q, [VECS["b"]], 0.0) == pytest.approx([1.0, 0.0])
     # beta 0.5 with one vector: (1, 0.5) / sqrt(1.25)
-    assert rocchio(Q, [VECS["b"]], 0.5) == pytest.approx([1 / math.sqrt(1.25), 0.5 / math.sqrt(1.25)], abs=1e-6)
+    assert rocchio(Q, [VECS["b"]], 0.5) == pytest.approx(
+        [1 / math.sqrt(1.25), 0.5 / math.sqrt(1.25)], abs=1e-6
+    )
 
 
 def test_rescored_fusion_scores_every_candidate_with_both_legs() -> None:
@@ -62,7 +64,6 @@ def test_rescored_fusion_scores_every_candidate_with_both_legs() -> None:
         Q,
         sparse_scores=calls.sparse_scores,
         vectors=calls.fetch,
-        dense_search=None,
         weights={"sparse": 0.5, "dense": 0.5},
     )
     # only what each leg lacks is looked up: BMX of a, the vector of b (cosine 0 with q)
@@ -104,6 +105,28 @@ def test_prf_searches_again_with_the_rocchio_query() -> None:
     assert calls.sparse == [["a"]]
 
 
+def test_prf_rescores_the_union_with_the_rocchio_query() -> None:
+    calls = Calls()
+    legs = {"sparse": {"b": 2.0, "c": 1.0}, "dense": {"a": 1.0, "c": 0.6}}
+    got = feedback_search(
+        legs,
+        Q,
+        sparse_scores=calls.sparse_scores,
+        vectors=calls.fetch,
+        weights={"sparse": 0.4, "dense": 0.6},
+        feedback={"first_dense_weight": 0.5, "m": 2, "beta": 1.0},
+    )
+    # feedback set c, b as above: q' = (1.3, 0.9) / sqrt(2.5); the union {a, b, c} keeps its
+    # candidates, dense scores become cosines with q', proportional to a 1.3, b 0.9, c 1.5:
+    # mean 3.7/3, std sqrt(0.186667/3) -> z a 0.26726, b -1.33631, c 1.06904; sparse z as before
+    # (-1.224745, 1.224745, 0); 0.4/0.6: a -0.329542, b -0.311888, c 0.641424
+    assert dict(got) == pytest.approx({"a": -0.329542, "b": -0.311888, "c": 0.641424}, abs=1e-5)
+    assert [d for d, _ in got] == ["c", "b", "a"]
+    # every vector of the union is fetched once, the BMX score of a once
+    assert sorted(d for batch in calls.vectors for d in batch) == ["a", "b", "c"]
+    assert calls.sparse == [["a"]]
+
+
 def test_feedback_search_without_both_legs_is_plain_zscore() -> None:
     calls = Calls()
     got = feedback_search(
@@ -111,7 +134,6 @@ def test_feedback_search_without_both_legs_is_plain_zscore() -> None:
         Q,
         sparse_scores=calls.sparse_scores,
         vectors=calls.fetch,
-        dense_search=None,
         weights={"sparse": 1.0, "dense": 1.0},
     )
     assert got == [("b", 1.0), ("c", -1.0)]
@@ -127,7 +149,6 @@ def test_feedback_search_drops_chunks_without_a_vector_and_keeps_graph() -> None
             Q,
             sparse_scores=calls.sparse_scores,
             vectors=calls.fetch,
-            dense_search=None,
             weights={"sparse": 1.0, "dense": 1.0, "graph": 1.0},
         )
     )

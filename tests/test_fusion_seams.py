@@ -52,6 +52,17 @@ def test_bmx_score_ids_beyond_search_depth_and_deleted() -> None:
     assert ix.score_ids(query, ["e"])["e"] == pytest.approx(dict(ix.search(query, 10))["e"])
 
 
+def test_bmx_search_and_scorer_share_one_scoring_pass() -> None:
+    ix = _index()
+    query = ["docker", "port", "gpu"]
+    hits, scorer = ix.search_and_scorer(query, 2)
+    assert hits == ix.search(query, 2)
+    assert scorer(list(DOCS)) == pytest.approx(ix.score_ids(query, list(DOCS)))
+    empty, none = ix.search_and_scorer(["unknown"], 3)
+    assert empty == [] and none(["a", "zz"]) == {"a": 0.0}
+    assert BMXIndex().search_and_scorer(["x"], 3)[1](["a"]) == {}
+
+
 def test_bmx_score_ids_unknown_query_and_normalized() -> None:
     ix = _index()
     assert ix.score_ids(["nothing", "known"], ["a", "c"]) == {"a": 0.0, "c": 0.0}
@@ -124,8 +135,8 @@ def _engine_notes(root: Path) -> Path:
     return root
 
 
-@pytest.mark.parametrize("method", ["rescored", "prf"])
-def test_retriever_runs_feedback_fusion_through_the_legs(tmp_path: Path, method: str) -> None:
+@pytest.mark.parametrize(("method", "search"), [("rescored", False), ("prf", False), ("prf", True)])
+def test_retriever_runs_feedback_fusion_through_the_legs(tmp_path: Path, method: str, search: bool) -> None:
     from ingest.publish import ingest_and_publish
     from rag.engine import Engine
     from rag.retrieval.fusion import Feedback, feedback_search
@@ -139,6 +150,7 @@ def test_retriever_runs_feedback_fusion_through_the_legs(tmp_path: Path, method:
     r = settings.retrieval
     r.fusion, r.weight_sparse, r.weight_dense = method, 0.4, 0.6  # type: ignore[assignment]
     r.candidates, r.prf_m, r.prf_beta, r.prf_first_dense_weight = 5, 3, 1.0, 0.5
+    r.prf_search = search
     with Engine.open(settings, create=True, embedder=HashingEmbedder(32)) as engine:
         ingest_and_publish([notes], settings, engine, engine.store)
         sparse, dense = engine.leg("sparse"), engine.leg("dense")
@@ -151,9 +163,9 @@ def test_retriever_runs_feedback_fusion_through_the_legs(tmp_path: Path, method:
                 qv,
                 sparse_scores=lambda ids, q=query: sparse.score_ids(q, ids),  # type: ignore[attr-defined]
                 vectors=dense.vectors_of,  # type: ignore[attr-defined]
-                dense_search=(lambda v: dense.search_vector(v, 5)) if method == "prf" else None,  # type: ignore[attr-defined]
+                dense_search=(lambda v: dense.search_vector(v, 5)) if search else None,  # type: ignore[attr-defined]
                 weights={"sparse": 0.4, "dense": 0.6, "graph": 0.0},
-                feedback=Feedback(first_dense_weight=0.5, m=3, beta=1.0),
+                feedback=Feedback(first_dense_weight=0.5, m=3, beta=1.0) if method == "prf" else None,
             )[:5]
             assert [(h.chunk.chunk_id, h.score) for h in hits] == [(c, pytest.approx(s)) for c, s in want]
             # hits report each leg's own list: null where that leg did not return the chunk

@@ -139,6 +139,14 @@ class SparseLeg:
             return {}
         return dict(self.index.search(tokens, k))
 
+    def search_and_scorer(
+        self, query: str, k: int
+    ) -> tuple[dict[str, float], Callable[[list[str]], dict[str, float]]]:
+        """:meth:`search`, and :meth:`score_ids` for the same query from the same scoring pass."""
+        tokens = self.tokenizer(query)
+        hits, scorer = self.index.search_and_scorer(tokens, k)
+        return dict(hits), scorer
+
     def score_ids(self, query: str, ids: list[str]) -> dict[str, float]:
         """The BMX score of each indexed chunk of ``ids`` for ``query`` (0 where it holds no
         query token), whether or not :meth:`search` would rank it."""

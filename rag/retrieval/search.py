@@ -97,7 +97,7 @@ class Retriever:
         return (
             w["sparse"] > 0
             and w["dense"] > 0
-            and hasattr(sparse, "score_ids")
+            and hasattr(sparse, "search_and_scorer")
             and all(hasattr(dense, a) for a in ("embed_query", "search_vector", "vectors_of"))
             and getattr(dense, "generation", None) == self.store.generation()
         )
@@ -110,22 +110,33 @@ class Retriever:
         sparse, dense = self.legs["sparse"], self.legs["dense"]
         depth = max(k, s.candidates)
         qv = dense.embed_query(query)  # type: ignore[attr-defined]
-        per_leg = {
-            n: self.legs[n].search(query, depth)
-            for n in LEG_NAMES
-            if n in self.legs and n != "dense" and self.weights()[n] > 0
-        }
+        hits, sparse_scores = sparse.search_and_scorer(query, depth)  # type: ignore[attr-defined]
+        per_leg = {"sparse": hits}
+        per_leg.update(
+            {
+                n: self.legs[n].search(query, depth)
+                for n in ("graph",)
+                if n in self.legs and self.weights()[n] > 0
+            }
+        )
         if qv is None:  # a blank query: nothing for the dense leg
             return per_leg, []
         per_leg["dense"] = dense.search_vector(qv, depth)  # type: ignore[attr-defined]
+        feedback = (
+            Feedback(
+                first_dense_weight=s.prf_first_dense_weight, m=s.prf_m, beta=s.prf_beta, search=s.prf_search
+            )
+            if s.fusion == "prf"
+            else None
+        )
         order = feedback_search(
             per_leg,
             qv,
-            sparse_scores=lambda ids: sparse.score_ids(query, ids),  # type: ignore[attr-defined]
+            sparse_scores=sparse_scores,
             vectors=dense.vectors_of,  # type: ignore[attr-defined]
-            dense_search=(lambda v: dense.search_vector(v, depth)) if s.fusion == "prf" else None,  # type: ignore[attr-defined]
             weights=self.weights(),
-            feedback=Feedback(first_dense_weight=s.prf_first_dense_weight, m=s.prf_m, beta=s.prf_beta),
+            feedback=feedback,
+            dense_search=(lambda v: dense.search_vector(v, depth)) if feedback and feedback.search else None,  # type: ignore[attr-defined]
         )
         return per_leg, order
 

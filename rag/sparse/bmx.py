@@ -48,7 +48,7 @@ import os
 import shutil
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import chain, count, islice, pairwise
 from pathlib import Path
 from typing import Any
@@ -563,15 +563,24 @@ class BMXIndex:
         Unknown tokens are ignored; a query with no known token gives ``[]``;
         documents with no query token are never returned. Ties rank by insertion order.
         """
+        return self.search_and_scorer(query, k)[0]
+
+    def search_and_scorer(
+        self, query: Sequence[str], k: int
+    ) -> tuple[list[tuple[str, float]], Callable[[Iterable[str]], dict[str, float]]]:
+        """:meth:`search`, and a function that gives :meth:`score_ids` for the same query from the
+        same scoring pass (re-scoring fusion asks for the score of chunks search did not rank)."""
         if isinstance(query, str | bytes):
             raise InputError("a BMX query must be a list of tokens, not a string")
         if k < 0:
             raise InputError(f"k must be >= 0, got {k}")
-        if k == 0 or self._n_live == 0:
-            return []
-        scored = self._score(query)
-        if scored is None:
-            return []
+        scored = self._score(query) if self._n_live else None
+
+        def scorer(ids: Iterable[str]) -> dict[str, float]:
+            return self._lookup(scored, ids)
+
+        if k == 0 or scored is None:
+            return [], scorer
         cand, scores, n_tokens = scored
         n = scores.shape[0]
         # keep everything that ties with the k-th best, so that ties can rank by slot
@@ -588,9 +597,10 @@ class BMXIndex:
         if self.normalize_scores:
             scores = scores / bmx_normalizer(n_tokens, self._n_live)
         names = self._slot_ids
-        return [
+        hits = [
             (names[s], float(v)) for s, v in zip(slots[order].tolist(), scores[order].tolist(), strict=True)
         ]
+        return hits, scorer
 
     def score_ids(self, query: Sequence[str], ids: Iterable[str]) -> dict[str, float]:
         """The BMX score of each indexed document of ``ids`` for a token list (0 for one that holds
@@ -598,10 +608,14 @@ class BMXIndex:
         left out. The same scores :meth:`search` returns, for documents it may not have ranked."""
         if isinstance(query, str | bytes):
             raise InputError("a BMX query must be a list of tokens, not a string")
+        return self._lookup(self._score(query) if self._n_live else None, ids)
+
+    def _lookup(
+        self, scored: tuple[np.ndarray | None, FloatArray, int] | None, ids: Iterable[str]
+    ) -> dict[str, float]:
         slots = {d: self._id_to_slot[d] for d in ids if d in self._id_to_slot}
         if not slots:
             return {}
-        scored = self._score(query)
         if scored is None:
             return dict.fromkeys(slots, 0.0)
         cand, scores, n_tokens = scored
