@@ -567,7 +567,8 @@ def test_use_ranks_the_matching_chinese_passage_first(use_model: Embedder) -> No
 
 @pytest.mark.slow
 def test_e5_ranks_the_matching_chinese_passage_first(e5_model: Embedder) -> None:
-    assert (e5_model.name, e5_model.dim) == ("e5-small", 384)
+    # the runtime "auto" picks may name its own vectors (e5-small+bf16, e5-small+int8pc)
+    assert e5_model.name in ("e5-small", "e5-small+bf16", "e5-small+int8pc") and e5_model.dim == 384
     _assert_sane(e5_model, ZH_QUERY, ZH_PASSAGES)
     _assert_sane(e5_model, EN_QUERY, EN_PASSAGES)
 

@@ -41,6 +41,12 @@ def test_onnx_fp32_matches_torch_and_int8_stays_close(tiny_model: Tiny, tmp_path
     }
     assert (tmp_path / "e5-small-onnx" / "model.onnx").is_file()
     assert "onnx_export_s" in onnx_emb.load_stats
+    # per-channel weight scales: int8 too, under a name and a file of their own
+    pc_emb = E5Embedder(source=source, cache_dir=tmp_path, device="cpu", batch_size=3, runtime="onnx-int8-pc")
+    pc = pc_emb.embed_passages(TINY_TEXTS)
+    assert pc_emb.name == "e5:tiny-q4+int8pc" and np.sum(pc * ref, axis=1).min() > 0.95
+    assert not np.allclose(pc, int8, atol=1e-5)
+    assert (tmp_path / "e5-small-onnx-int8-pc" / "model.onnx").is_file()
     # same batches: dynamic quantisation scales activations per batch tensor, so int8 vectors
     # depend (slightly) on which texts share a batch
     again = E5Embedder(source=source, cache_dir=tmp_path, device="cpu", batch_size=3, runtime="onnx-int8")
@@ -59,7 +65,7 @@ def test_runtime_choices(tiny_model: Tiny) -> None:  # noqa: F811
         E5Embedder(source=tiny_model[0], device="cpu", runtime="tensorrt")
     assert resolve_runtime("onnx", "cpu") == "onnx"
     assert resolve_runtime("auto", "cuda") == "torch"
-    assert resolve_runtime("auto", "cpu") in ("torch", "onnx", "onnx-int8", "openvino-bf16")
+    assert resolve_runtime("auto", "cpu") in ("torch", "onnx-int8-pc", "openvino-bf16")
 
 
 def test_onnx_runtime_on_a_gpu_is_refused(tiny_model: Tiny) -> None:  # noqa: F811
@@ -77,8 +83,10 @@ def test_real_e5_small_on_onnx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     ref = make_embedder("e5-small", device="cpu", runtime="torch").embed_passages(texts)
     fp32 = make_embedder("e5-small", device="cpu", runtime="onnx").embed_passages(texts)
     int8 = make_embedder("e5-small", device="cpu", runtime="onnx-int8").embed_passages(texts)
+    pc = make_embedder("e5-small", device="cpu", runtime="onnx-int8-pc").embed_passages(texts)
     assert np.sum(fp32 * ref, axis=1).min() > 0.99999
     assert np.sum(int8 * ref, axis=1).min() > 0.97
+    assert np.sum(pc * ref, axis=1).min() > 0.99
     if importlib.util.find_spec("openvino") is not None:
         ov32 = make_embedder("e5-small", device="cpu", runtime="openvino").embed_passages(texts)
         bf16 = make_embedder("e5-small", device="cpu", runtime="openvino-bf16").embed_passages(texts)
@@ -104,7 +112,10 @@ def test_int8_queries_never_take_the_float32_numpy_path(tiny_model: Tiny, tmp_pa
     int8 = E5Embedder(
         source=tiny_model[0], cache_dir=tmp_path, device="cpu", runtime="onnx-int8", numpy_queries=True
     )
-    assert fp32.numpy_queries and not int8.numpy_queries
+    pc = E5Embedder(
+        source=tiny_model[0], cache_dir=tmp_path, device="cpu", runtime="onnx-int8-pc", numpy_queries=True
+    )
+    assert fp32.numpy_queries and not int8.numpy_queries and not pc.numpy_queries
     one = int8.embed_queries(["猫"])
     np.testing.assert_array_equal(one, int8.embed_queries(["猫"]))
 
@@ -118,11 +129,11 @@ def test_auto_takes_openvino_bf16_only_where_it_can_run(monkeypatch: pytest.Monk
     assert resolve_runtime("auto", "cpu") == "openvino-bf16"
     assert resolve_runtime("auto", "cuda") == "torch"
     assert resolve_runtime("onnx", "cpu") == "onnx"  # an explicit choice is kept
-    monkeypatch.setattr(embed, "cpu_has_bf16", lambda: False)  # no native bfloat16: float32 on ONNX Runtime
-    assert resolve_runtime("auto", "cpu") == "onnx"
+    monkeypatch.setattr(embed, "cpu_has_bf16", lambda: False)  # no native bfloat16: ONNX Runtime
+    assert resolve_runtime("auto", "cpu") == embed.AUTO_CPU_RUNTIME == "onnx-int8-pc"
     monkeypatch.setattr(embed, "cpu_has_bf16", lambda: True)
     monkeypatch.setattr(ov_mod, "openvino_available", lambda: False)  # the extra is not installed
-    assert resolve_runtime("auto", "cpu") == "onnx"
+    assert resolve_runtime("auto", "cpu") == "onnx-int8-pc"
 
 
 def test_openvino_f32_matches_onnx_and_bf16_stays_close(tiny_model: Tiny, tmp_path: Path) -> None:  # noqa: F811
@@ -138,8 +149,15 @@ def test_openvino_f32_matches_onnx_and_bf16_stays_close(tiny_model: Tiny, tmp_pa
     assert np.sum(bf16.embed_passages(TINY_TEXTS) * ref, axis=1).min() > 0.999
     # float32 keeps the name (the same vectors, one embedding cache); bfloat16 gets its own
     assert f32.name == onnx_emb.name == "e5:tiny-q4" and bf16.name == "e5:tiny-q4+bf16"
-    # both read the one float32 export in the model cache
-    assert {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")} == {"e5-small", "e5-small-onnx"}
+    # both read the one float32 export in the model cache; OpenVINO keeps its compiled models beside it
+    assert {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")} == {
+        "e5-small",
+        "e5-small-onnx",
+        "e5-small-openvino",
+    }
+    assert any((tmp_path / "e5-small-openvino").iterdir())
+    again = E5Embedder(source=source, cache_dir=tmp_path, device="cpu", batch_size=3, runtime="openvino-bf16")
+    np.testing.assert_allclose(again.embed_passages(TINY_TEXTS), bf16.embed_passages(TINY_TEXTS), atol=1e-6)
     # without a model cache the export goes through a temporary folder
     mem = E5Embedder(source=source, device="cpu", batch_size=3, runtime="openvino")
     np.testing.assert_allclose(mem.embed_passages(TINY_TEXTS), ref, atol=1e-3)
@@ -172,3 +190,18 @@ def test_selective_int8_quantises_only_the_feed_forward_matmuls(tiny_model: Tiny
     integer = [n for n in nodes if n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")]
     float_weights = [n for n in nodes if n.op_type == "MatMul" and "query" in n.name]
     assert len(integer) == len(ffn) and float_weights
+
+
+def test_batch_runtimes_read_no_torch_weights_once_exported(tiny_model: Tiny, tmp_path: Path) -> None:  # noqa: F811
+    source = tiny_model[0]
+    first = E5Embedder(source=source, cache_dir=tmp_path, device="cpu", runtime="onnx")
+    assert first._state == {}  # not read at load ...
+    want = first.embed_passages(TINY_TEXTS)  # ... but for the export, then freed
+    assert first._state == {} and "onnx_export_s" in first.load_stats
+    later = E5Embedder(source=source, cache_dir=tmp_path, device="cpu", runtime="onnx")
+    np.testing.assert_allclose(later.embed_passages(TINY_TEXTS), want, atol=1e-6)
+    assert later._state == {} and "onnx_export_s" not in later.load_stats
+    # the numpy query path needs the weights: read at load
+    numpy = E5Embedder(source=source, cache_dir=tmp_path, device="cpu", runtime="onnx", numpy_queries=True)
+    assert numpy._state and numpy._np_state is not None
+    np.testing.assert_allclose(numpy.embed_queries(["猫"]), later.embed_queries(["猫"]), atol=1e-5)

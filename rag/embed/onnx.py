@@ -62,9 +62,10 @@ def export_encoder(model: Any, path: Path) -> None:
         )
 
 
-#: Which MatMuls an int8 variant quantises: ``int8`` all weight MatMuls; ``int8-ffn`` only the two
-#: feed-forward ones of each layer (~61 % of the FLOPs), the attention projections stay float32.
-QUANT_VARIANTS = ("int8", "int8-ffn")
+#: Which MatMuls an int8 variant quantises, and how: ``int8`` all weight MatMuls, one scale per
+#: matrix; ``int8-pc`` all of them, one scale per output column (per channel); ``int8-ffn`` only the
+#: two feed-forward ones of each layer (~61 % of the FLOPs), the attention projections stay float32.
+QUANT_VARIANTS = ("int8", "int8-pc", "int8-ffn")
 _FEED_FORWARD = re.compile(r"^/layer\.\d+/(dense|output/dense_1)/MatMul$")
 
 
@@ -80,8 +81,9 @@ def quantize_encoder(
 ) -> None:
     """Dynamic int8 quantisation of the MatMuls of ``fp32_path`` (the embedding tables stay as they are).
 
-    ``variant``: ``"int8"`` (every MatMul with a weight) or ``"int8-ffn"`` (the feed-forward MatMuls
-    only); ``per_channel``: one weight scale per output column instead of one per matrix."""
+    ``variant``: ``"int8"`` (every MatMul with a weight), ``"int8-pc"`` (the same, per-channel
+    weight scales) or ``"int8-ffn"`` (the feed-forward MatMuls only); ``per_channel``: one weight
+    scale per output column instead of one per matrix (implied by ``int8-pc``)."""
     if variant not in QUANT_VARIANTS:
         raise ValueError(f"variant must be one of {QUANT_VARIANTS}, got {variant!r}")
     import_optional("onnx", "onnx", "quantising the ONNX encoder")
@@ -99,7 +101,7 @@ def quantize_encoder(
             str(int8_path),
             op_types_to_quantize=["MatMul"],
             nodes_to_quantize=nodes,
-            per_channel=per_channel,
+            per_channel=per_channel or variant == "int8-pc",
             weight_type=quant.QuantType.QInt8,
         )
     finally:

@@ -53,17 +53,31 @@ class OpenVinoEncoder:
     Thread-safe: each call runs its own infer request on the one compiled model.
     """
 
-    def __init__(self, model: Path, *, precision: str = "f32", threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model: Path,
+        *,
+        precision: str = "f32",
+        threads: int | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
+        """``cache_dir``: where OpenVINO keeps the compiled model (keyed by the file, the settings and
+        its own version); a process that finds it there loads it in ~0.5 s instead of compiling
+        the ONNX file (~2-3 s on 2 cores)."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         ov = import_optional("openvino", "openvino", "the OpenVINO runtime of the e5-small embedder")
         core = ov.Core()
+        if cache_dir is not None:
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            core.set_property({"CACHE_DIR": str(cache_dir)})
         config = {
             "INFERENCE_PRECISION_HINT": precision,
             "INFERENCE_NUM_THREADS": threads or cpu_count(),
             "PERFORMANCE_HINT": "LATENCY",
         }
-        self._compiled: Any = core.compile_model(core.read_model(str(model)), "CPU", config)
+        # from the path, so that a cached compiled model is found without reading the ONNX file
+        self._compiled: Any = core.compile_model(str(model), "CPU", config)
         self.precision = str(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
