@@ -205,3 +205,21 @@ def test_batch_runtimes_read_no_torch_weights_once_exported(tiny_model: Tiny, tm
     numpy = E5Embedder(source=source, cache_dir=tmp_path, device="cpu", runtime="onnx", numpy_queries=True)
     assert numpy._state and numpy._np_state is not None
     np.testing.assert_allclose(numpy.embed_queries(["猫"]), later.embed_queries(["猫"]), atol=1e-5)
+
+
+def test_openvino_with_a_read_only_model_cache_compiles_each_time(
+    tiny_model: Tiny,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("openvino")
+    import rag.embed.openvino as ov_mod
+
+    want = E5Embedder(source=tiny_model[0], cache_dir=tmp_path, device="cpu", runtime="onnx").embed_passages(
+        TINY_TEXTS
+    )
+    # an image's model cache: the export is there, nothing new may be written
+    monkeypatch.setattr(ov_mod, "_writable", lambda folder: False)
+    emb = E5Embedder(source=tiny_model[0], cache_dir=tmp_path, device="cpu", runtime="openvino")
+    np.testing.assert_allclose(emb.embed_passages(TINY_TEXTS), want, atol=1e-3)
+    assert not (tmp_path / "e5-small-openvino").exists()

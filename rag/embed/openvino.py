@@ -15,6 +15,7 @@ Measured on e5-small (``bench/bench_embed_runtime.py``, results in
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +69,7 @@ class OpenVinoEncoder:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         ov = import_optional("openvino", "openvino", "the OpenVINO runtime of the e5-small embedder")
         core = ov.Core()
-        if cache_dir is not None:
-            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        if cache_dir is not None and _writable(Path(cache_dir)):  # a read-only model cache: compile each time
             core.set_property({"CACHE_DIR": str(cache_dir)})
         config = {
             "INFERENCE_PRECISION_HINT": precision,
@@ -90,3 +90,11 @@ class OpenVinoEncoder:
         )
         # the request owns the output buffer: copy it out before the request goes
         return np.array(result[0], dtype=np.float32, copy=True)
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
