@@ -254,7 +254,9 @@ class JobInfo(BaseModel):
     created_at: float
     started_at: float | None
     finished_at: float | None
-    progress: dict[str, int]
+    progress: dict[str, int] = Field(
+        description="Files `done` of `total`; while the dense leg embeds, chunks `embedded` of `to_embed`."
+    )
     result: dict[str, Any] | None = Field(
         description="The ingest report (as `rag ingest --json`) or the deletion."
     )

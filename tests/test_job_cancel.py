@@ -154,3 +154,19 @@ def test_ctrl_c_on_an_ingest_through_the_server_cancels_its_job(tmp_path: Path) 
         embedded = slow.embedded
         time.sleep(0.5)
         assert slow.embedded == embedded < job["progress"]["to_embed"]
+
+
+def test_cancelling_takes_a_write_key(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    settings = _settings(tmp_path / "d")
+    settings.api.read_key, settings.api.write_key = "reader", "writer"
+    with TestClient(create_app(settings, embedder=SlowEmbedder())) as client:
+        reader = client.post("/v1/jobs/job-1-x/cancel", headers={"Authorization": "Bearer reader"})
+        assert reader.status_code == 403 and reader.json()["error"]["type"] == "forbidden"
+        writer = client.post("/v1/jobs/job-1-x/cancel", headers={"Authorization": "Bearer writer"})
+        assert writer.status_code == 404
+        spec = client.get("/openapi.json", headers={"Authorization": "Bearer reader"}).json()
+        assert "/v1/jobs/{job_id}/cancel" in spec["paths"]
