@@ -9,14 +9,20 @@ again, losing a set of byte values on the way, in three patterns:
 3. ``pre-1998``: a converter with the cp1252 table from before 1998 (no '€', 'Ž', 'ž':
    0x80, 0x8E, 0x9E lost besides the five) and soft hyphens stripped (0xAD).
 
-Each pattern is applied to three text sets: synthetic ML-infra note paragraphs
+Each pattern is applied to these text sets: synthetic ML-infra note paragraphs
 (``bench/note_text.py``, each paragraph one document, so the lost bytes are inferred
 from a few hundred characters), the same paragraphs joined into one long file, the
-files of ``samples/notes`` (one document each), and the first N CMRC 2018 dev
-paragraphs (Wikipedia). For each: the share of CJK characters restored at their
-positions, documents restored exactly, and throughput (MB of mangled UTF-8 per
-second of CPU time) for the current ``repair_mojibake`` and for the one at git
-revision ``--baseline`` (loaded from ``git show``), when git and that revision exist.
+files of ``samples/notes`` (one document each), the first N CMRC 2018 dev paragraphs
+(Wikipedia) and the XQuAD zh paragraphs (Wikipedia, translated). For each: the share of
+CJK characters restored at their positions, documents restored exactly, and throughput
+(MB of mangled UTF-8 per second of CPU time) for the current ``repair_mojibake`` and for
+the one at git revision ``--baseline`` (loaded from ``git show``), when git and that
+revision exist; and the throughput on the clean texts (which must come back unchanged).
+
+Tuning and held-out text (``SPLIT``): the constants of the repair were tuned on the note
+paragraphs and on CMRC dev paragraphs 301-600 (``bench/encoding_errors.py --set
+cmrc-tune``); CMRC paragraphs 1-300 and XQuAD zh were not used for tuning, XQuAD zh
+never (CMRC 1-300 served to develop earlier repair versions).
 
 Then, on the first N (default 300) paragraphs of ../shared/eval/cmrc2018_dev_zh/corpus.jsonl,
 read at run time, it
@@ -66,6 +72,12 @@ from rag.errors import DocumentError  # noqa: E402
 
 EVAL_DIR = ROOT.parent / "shared" / "eval"
 DATASET = EVAL_DIR / "cmrc2018_dev_zh"
+HELD_OUT = EVAL_DIR / "xquad_zh"
+# Which text the repair's constants were tuned on, and which it was not (reported as such).
+SPLIT = {
+    "tuned on": "notes (note_text.py paragraphs 1-300); cmrc dev paragraphs 301-600",
+    "held out": "cmrc dev paragraphs 1-300 (used to develop repair versions 1-3); xquad_zh (never used)",
+}
 WESTERN_SETS = ("xquad_en", "covidqa_chunks_en")
 LOST = frozenset({0x81, 0x8D, 0x8F, 0x90, 0x9D})
 
@@ -120,9 +132,9 @@ def is_cjk(c: str) -> bool:
     return "\u4e00" <= c <= "\u9fff" or "\u3400" <= c <= "\u4dbf"
 
 
-def load_paragraphs(n: int) -> list[str]:
+def load_paragraphs(n: int, dataset: Path = DATASET) -> list[str]:
     out = []
-    with (DATASET / "corpus.jsonl").open(encoding="utf-8") as f:
+    with (dataset / "corpus.jsonl").open(encoding="utf-8") as f:
         for line in f:
             text = json.loads(line)["text"].strip()
             if text:
@@ -176,14 +188,19 @@ def load_baseline(rev: str) -> ModuleType | None:
     return module
 
 
-def bench_patterns(sets: dict[str, list[str]], baseline: ModuleType | None, rev: str) -> list[str]:
+def bench_patterns(
+    sets: dict[str, list[str]], baseline: ModuleType | None, rev: str, records: list[dict[str, object]]
+) -> list[str]:
     rows = [
         "| pattern | text | repair | CJK right | documents exact | MB/s (CPU) |",
         "|---|---|---|---|---|---|",
     ]
-    repairers: list[tuple[str, Callable[[str], tuple[str, int]]]] = [("current", encoding.repair_mojibake)]
+    modules: list[tuple[str, ModuleType]] = [("current", encoding)]
     if baseline is not None:
-        repairers.append((f"before ({rev})", baseline.repair_mojibake))
+        modules.append((f"before ({rev})", baseline))
+    repairers: list[tuple[str, Callable[[str], tuple[str, int]]]] = [
+        (n, m.repair_mojibake) for n, m in modules
+    ]
     warm = mangle_losing(LOST)("模型、环境和训练")
     for _, fn in repairers:
         fn(warm)  # load the tables outside the timings
@@ -192,14 +209,45 @@ def bench_patterns(sets: dict[str, list[str]], baseline: ModuleType | None, rev:
         for set_name, docs in sets.items():
             mangled = [mangle(d) for d in docs]
             size = sum(len(m.encode("utf-8")) for m in mangled) / 1e6
-            for name, fn in repairers:
-                encoding._WINDOWS.clear()  # no readings memoised from an earlier set
+            for (name, fn), (_, module) in zip(repairers, modules, strict=True):
+                for memo in ("_WINDOWS", "_OPTIONS"):  # no readings memoised from an earlier set
+                    getattr(module, memo, {}).clear()
                 out, cpu, _ = timed(lambda t, fn=fn: fn(t)[0], mangled)  # type: ignore[misc]
                 hit, total, exact = recovered(docs, out)
                 rows.append(
                     f"| {pattern} | {set_name} | {name} | {hit / total:.2%} ({hit:,}/{total:,}) "
                     f"| {exact}/{len(docs)} | {size / cpu:.2f} |"
                 )
+                records.append(
+                    {
+                        "pattern": pattern,
+                        "text": set_name,
+                        "repair": name,
+                        "cjk_right": hit,
+                        "cjk_total": total,
+                        "documents_exact": exact,
+                        "documents": len(docs),
+                        "mb_per_cpu_s": round(size / cpu, 3),
+                    }
+                )
+    rows += ["", "Clean text (the same sets, not mangled): left unchanged, and throughput.", ""]
+    rows += ["| text | repair | unchanged | MB/s (CPU) |", "|---|---|---|---|"]
+    for set_name, docs in sets.items():
+        size = sum(len(d.encode("utf-8")) for d in docs) / 1e6
+        for name, fn in repairers:
+            out, cpu, _ = timed(lambda t, fn=fn: fn(t)[0], docs)  # type: ignore[misc]
+            same = sum(a == b for a, b in zip(docs, out, strict=True))
+            rows.append(f"| {set_name} | {name} | {same}/{len(docs)} | {size / max(cpu, 1e-9):.1f} |")
+            records.append(
+                {
+                    "pattern": "clean",
+                    "text": set_name,
+                    "repair": name,
+                    "unchanged": same,
+                    "documents": len(docs),
+                    "mb_per_cpu_s": round(size / max(cpu, 1e-9), 1),
+                }
+            )
     return rows
 
 
@@ -331,11 +379,20 @@ def bench_load() -> list[str]:
     ]
 
 
+def _uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=300, help="number of CMRC paragraphs")
     parser.add_argument("--notes", type=int, default=200, help="number of synthetic note paragraphs")
-    parser.add_argument("--baseline", default="18824e2", help="git revision to compare with")
+    parser.add_argument(
+        "--baseline", default="d5ed38b", help="git revision to compare with (repair version 3)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "encoding.md")
     args = parser.parse_args()
     if not (DATASET / "corpus.jsonl").is_file():
@@ -352,16 +409,20 @@ def main() -> int:
         f"notes, {len(notes)} paragraphs": notes,
         "notes, one file": ["\n\n".join(notes)],
         f"samples/notes ({len(samples)} files)": samples,
-        f"cmrc ({len(paras)} paragraphs)": paras,
+        f"cmrc ({len(paras)} paragraphs, held out)": paras,
     }
+    if (HELD_OUT / "corpus.jsonl").is_file():
+        xquad = load_paragraphs(10_000, HELD_OUT)
+        sets[f"xquad_zh ({len(xquad)} paragraphs, held out)"] = xquad
     baseline = load_baseline(args.baseline)
+    records: list[dict[str, object]] = []
     lines = [
         "# Text decoding: mojibake repair and GB18030/Big5 detection",
         "",
         f"Data: first {len(paras)} paragraphs of cmrc2018_dev_zh ({chars:,} characters); "
         f"{len(notes)} synthetic note paragraphs ({sum(map(len, notes)):,} characters, `bench/note_text.py`); "
         f"the {len(samples)} files of samples/notes ({sum(map(len, samples)):,} characters). "
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start "
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, `uptime` at the start: `{_uptime()}` "
         f"(the CPU shared with other work: throughput figures are only comparable within one run), "
         f"Python {platform.python_version()}. "
         f"Command: `python bench/bench_encoding.py --n {args.n} --notes {args.notes} --baseline {args.baseline}`.",
@@ -372,7 +433,9 @@ def main() -> int:
         "pre-1998 = those and 0x80. CJK right: CJK characters of the original restored at their "
         "positions. MB/s: mangled UTF-8 per second of CPU time.",
         "",
-        *bench_patterns(sets, baseline, args.baseline),
+        f"Tuned on: {SPLIT['tuned on']}. Held out: {SPLIT['held out']}.",
+        "",
+        *bench_patterns(sets, baseline, args.baseline, records),
         "",
         "## Mojibake repair (UTF-8 read as cp1252 and saved again), cmrc",
         "",
@@ -389,7 +452,13 @@ def main() -> int:
         *load_rows,
         "",
     ]
+    lines += [f"`uptime` at the end: `{_uptime()}`.", ""]
     report = "\n".join(lines)
+    args.out.with_suffix(".json").write_text(
+        json.dumps({"repair_version": encoding.REPAIR_VERSION, "split": SPLIT, "patterns": records}, indent=1)
+        + "\n",
+        encoding="utf-8",
+    )
     print(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report, encoding="utf-8")

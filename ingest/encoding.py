@@ -159,6 +159,8 @@ class _CharModel:
         self.word_tag: dict[str, int] = {}
         self.pos_pmi: list[list[float]] = []
         self.pos_function: list[bool] = []  # per state: a single-character function word
+        self.locative: frozenset[str] = frozenset()  # single characters tagged f (中, 上, 里 ...)
+        self.function_chars: frozenset[str] = frozenset()  # single characters of _FUNCTION_TAGS
         self._byte_share: dict[int, float] | None = None
 
     def logp(self, c: str) -> float:
@@ -227,6 +229,10 @@ class _CharModel:
         self.word_next = {p: "".join(sorted(cs)) for p, cs in following.items()}
         self._word_floor = math.log(0.5) - log_total
         self.word_tag, self.pos_pmi, self.pos_function = _read_pos_tables(words, tags)
+        self.locative = frozenset(w for w, t in zip(words, tags, strict=True) if t == "f" and len(w) == 1)
+        self.function_chars = frozenset(
+            w for w, t in zip(words, tags, strict=True) if t in _FUNCTION_TAGS and len(w) == 1
+        )
         self._words_loaded = True
 
     def single_logp(self, c: str) -> float:
@@ -725,9 +731,12 @@ _NEUTRAL = -1  # lattice state of a character without a tag (Latin letters, digi
 
 
 def _best_reading(model: _CharModel, cands: list[_Cands]) -> list[tuple[str, ...]]:
-    if not _POS_WEIGHT:
-        return _best_reading_unigram(model, cands)
-    return _best_reading_tagged(model, cands)
+    """The best reading of a window: with tag bigrams when a damaged position may be a
+    single-character function word (与, 中, 不), else under the word unigram model alone."""
+    function = model.function_chars
+    if _POS_WEIGHT and any(len(opts) > 1 and any(o[1] in function for o in opts) for opts in cands):
+        return _best_reading_tagged(model, cands)
+    return _best_reading_unigram(model, cands)
 
 
 def _best_reading_tagged(model: _CharModel, cands: list[_Cands]) -> list[tuple[str, ...]]:
@@ -753,9 +762,15 @@ def _best_reading_tagged(model: _CharModel, cands: list[_Cands]) -> list[tuple[s
         """Best score at ``i`` followed by a word whose first state is ``state``."""
         got = entry[i].get(state)
         if got is None:
+            here = i < n and len(cands[i]) > 1  # the next word starts on a damaged position
+            just_before = i > 0 and len(cands[i - 1]) > 1  # a single-character word ended on one
             top, arg = -math.inf, _NEUTRAL
             for prev, sc in best[i].items():
-                if prev != _NEUTRAL and state >= 0 and (function[state] or function[prev]):
+                if (
+                    prev != _NEUTRAL
+                    and state >= 0
+                    and ((function[state] and here) or (function[prev] and just_before))
+                ):
                     sc += pmi[prev][state]
                 if sc > top:
                     top, arg = sc, prev
@@ -935,6 +950,65 @@ def _read_window(
             at += 1
 
 
+# Prepositions that open a locative frame closed by a locative word: 在…中, 从…里, 于…上.
+_FRAME_OPENERS = frozenset("在从于")
+_FRAME_REACH = 16  # characters back from a damaged one to look for the opener
+_CLAUSE_END = frozenset("，。；：！？、,.;:!?\n（）()「」“”")
+_FRAME_BONUS = 1.5
+_FRAMED: dict[_Cands, _Cands] = {}
+
+
+def _in_frame(chars: list[str], d: int, before: str, words: dict[str, float]) -> bool:
+    """Whether an opener of a locative frame precedes position ``d`` in the same clause.
+
+    The opener must stand as a word of its own (not 于 of 由于, 在 of 现在 or 在于) and
+    something must stand between it and ``d``.
+    """
+    lo = max(0, d - _FRAME_REACH)
+    prefix = "".join(chars[lo:d])
+    if len(prefix) < _FRAME_REACH:
+        prefix = before[len(prefix) - _FRAME_REACH :] + prefix
+    for i in range(len(prefix) - 1, -1, -1):
+        c = prefix[i]
+        if c in _CLAUSE_END:
+            return False
+        if (
+            c in _FRAME_OPENERS
+            and i < len(prefix) - 1
+            and prefix[i : i + 2] not in words
+            and (i == 0 or prefix[i - 1 : i + 1] not in words)
+        ):
+            return True
+    return False
+
+
+_LOCATIVE_MEMO: dict[_Cands, bool] = {}
+
+
+def _has_locative(options: _Cands, model: _CharModel) -> bool:
+    got = _LOCATIVE_MEMO.get(options)
+    if got is None:
+        if len(_LOCATIVE_MEMO) >= _MAX_MEMO:
+            _LOCATIVE_MEMO.clear()
+        got = _LOCATIVE_MEMO[options] = any(o[1] in model.locative for o in options)
+    return got
+
+
+def _framed(options: _Cands, model: _CharModel) -> _Cands:
+    """The candidates with a bonus for the single-character locatives (中, 上, 里, 内 ...)."""
+    got = _FRAMED.get(options)
+    if got is None:
+        locative = model.locative
+        got = tuple(
+            (c, key, pen + _FRAME_BONUS, single + _FRAME_BONUS) if key in locative else (c, key, pen, single)
+            for c, key, pen, single in options
+        )
+        if len(_FRAMED) >= _MAX_MEMO:
+            _FRAMED.clear()
+        _FRAMED[options] = got
+    return got
+
+
 def _render(
     parse: _RunParse,
     model: _CharModel | None,
@@ -990,6 +1064,12 @@ def _render(
                 options = _options(model, tokens[m], brackets, losses, script, cache)
                 if not options:
                     return None
+                if (
+                    _FRAME_BONUS
+                    and _has_locative(options, model)
+                    and _in_frame(chars, d, before, model.word_logp)
+                ):
+                    options = _framed(options, model)
                 cands[d] = options
             _read_window(model, cands, chars, spans, lo, hi, cache.record)
             if k > first:
@@ -1005,6 +1085,12 @@ def _render(
                         brackets.update(seen)
                     fed = d
                     options = _options(model, tokens[m], brackets, losses, script, cache)
+                    if (
+                        _FRAME_BONUS
+                        and _has_locative(options, model)
+                        and _in_frame(chars, d, before, model.word_logp)
+                    ):
+                        options = _framed(options, model)
                     if options != cands[d]:
                         cands[d] = options
                         changed = True
@@ -1161,6 +1247,10 @@ def _document_prior(
         counts.setdefault(tok, Counter())[c] += 1
     prior: dict[str, dict[str, float]] = {}
     for tok, cnt in counts.items():
+        if sum(c in model.function_chars for c in cnt) >= 2:
+            # Several function words (不, 中 and 与 from one damaged sequence): each is common in
+            # any text, so their counts here say nothing about which one a given place holds.
+            continue
         alpha = _ADAPT_SMOOTHING / max(len(_token_options(tok, losses.values)), 1)
         prior[tok] = {c: _ADAPT_WEIGHT * math.log((n + alpha) / alpha) for c, n in cnt.items()}
     return prior
