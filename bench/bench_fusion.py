@@ -123,6 +123,64 @@ def leg_runs(ds_name: str, model: str, *, graph: bool = True, max_queries: int |
     return runs
 
 
+def full_scores_path(ds_name: str, model: str) -> Path:
+    return REPO / "bench" / "out" / "fusion" / model / ds_name / "full-scores.npz"
+
+
+def full_scores(ds_name: str, model: str) -> dict:
+    """Every query's BMX score and every chunk's vector, for families that search again (PRF).
+
+    ``{"ids": chunk ids, "docs": corpus id per chunk, "vecs": unit vectors (chunks x dim),
+    "qids", "qvecs": unit query vectors, "bmx": BMX score of every chunk (queries x chunks, 0 where
+    no query token occurs)}``, cached in ``full_scores_path`` and built from the index that
+    ``leg_runs`` left there (the vectors come from the embedding cache, only the queries are
+    embedded). The queries are the ones with relevance judgements, sorted by id.
+    """
+    import numpy as np
+
+    path = full_scores_path(ds_name, model)
+    if path.exists():
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    leg_runs(ds_name, model)  # the index must exist
+    ds = load_beir(EVAL_ROOT / ds_name)
+    settings = Settings(data_dir=path.parent)
+    settings.embedding.model = model
+    t0 = time.perf_counter()
+    engine = index_dataset(ds, settings, legs=["sparse", "dense"])
+    try:
+        chunks = [c for batch in engine.store.iter_chunks() for c in batch]
+        ids = [c.chunk_id for c in chunks]
+        dense = engine.leg("dense")
+        vecs = dense.cache.embed_passages(dense.embedder, [c.index_text() for c in chunks])  # type: ignore[attr-defined]
+        vecs = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
+        qids = sorted(q for q in ds.queries if q in ds.qrels)
+        texts = [ds.queries[q] for q in qids]
+        qv = np.concatenate(
+            [dense.embedder.embed_queries(texts[i : i + 64]) for i in range(0, len(texts), 64)]  # type: ignore[attr-defined]
+        ).astype(np.float32)
+        qv = qv / np.linalg.norm(qv, axis=1, keepdims=True)
+        sparse = engine.leg("sparse")
+        pos = {c: i for i, c in enumerate(ids)}
+        bmx = np.zeros((len(qids), len(ids)))
+        for qi, text in enumerate(texts):
+            for c, s in sparse.search(text, len(ids)).items():
+                bmx[qi, pos[c]] = s
+    finally:
+        engine.close()
+    out = {
+        "ids": np.array(ids),
+        "docs": np.array([c.source for c in chunks]),
+        "vecs": vecs,
+        "qids": np.array(qids),
+        "qvecs": qv,
+        "bmx": bmx,
+    }
+    np.savez(path, **out)
+    print(f"{ds_name}: full scores in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return out
+
+
 def score(order: list[tuple[str, float]], to_doc: dict[str, str]) -> list[str]:
     return list(dict.fromkeys(to_doc[c] for c, _ in order))
 
