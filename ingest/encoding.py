@@ -1245,9 +1245,11 @@ def _document_prior(
         ):
             continue
         counts.setdefault(tok, Counter())[c] += 1
+    function = model.function_chars
+    grammatical = {tok for tok, _, _, options in choices if sum(o[1] in function for o in options) >= 2}
     prior: dict[str, dict[str, float]] = {}
     for tok, cnt in counts.items():
-        if sum(c in model.function_chars for c in cnt) >= 2:
+        if tok in grammatical:
             # Several function words (不, 中 and 与 from one damaged sequence): each is common in
             # any text, so their counts here say nothing about which one a given place holds.
             continue
