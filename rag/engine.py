@@ -34,6 +34,7 @@ from rag.store import ChunkStore
 
 if TYPE_CHECKING:
     from rag.embed import Embedder
+    from rag.llm.base import LLM
 
 
 def available_legs(settings: Settings) -> list[str]:
@@ -92,6 +93,7 @@ class Engine:
         self._embedder = embedder
         self._legs: dict[str, Leg] = {}
         self._opened: set[str] = set()  # legs whose opening a publish has counted in its phases
+        self._rerank_llm: LLM | None = None  # made on first use when retrieval.rerank == "llm"
         self.warnings: list[str] = []
 
     @classmethod
@@ -108,6 +110,9 @@ class Engine:
             phase = "vectors" if name == "dense" else LEG_PHASE.get(name, name)
             took[phase] = took.get(phase, 0.0) + time.perf_counter() - t
         self._legs.clear()
+        if self._rerank_llm is not None:
+            self._rerank_llm.close()
+            self._rerank_llm = None
         if not getattr(self, "_closed", False):
             t = time.perf_counter()
             self.store.close()
@@ -224,7 +229,18 @@ class Engine:
         return round(min(1.0, int(info.get("embedded", 0)) / max(1, int(info.get("chunks", total)))), 4)
 
     def retriever(self, mode: Mode = "hybrid") -> Retriever:
-        return Retriever(self.store, self.legs_for(mode), self.settings.retrieval)
+        llm = self._reranker() if mode == "hybrid" else None
+        return Retriever(self.store, self.legs_for(mode), self.settings.retrieval, llm=llm)
+
+    def _reranker(self) -> LLM | None:
+        """The configured LLM when hybrid hits are re-ranked by it (``retrieval.rerank == "llm"``)."""
+        if self.settings.retrieval.rerank != "llm":
+            return None
+        if self._rerank_llm is None:
+            from rag.llm import make_llm
+
+            self._rerank_llm = make_llm(self.settings.llm)
+        return self._rerank_llm
 
     def search(self, query: str, k: int = 10, mode: Mode = "hybrid") -> list[Hit]:
         return self.retriever(mode).search(query, k, mode)

@@ -98,3 +98,44 @@ def test_retriever_reranks_hybrid_hits_only_when_asked(tmp_path: Path) -> None:
                 assert len(stub.chats()) == 1
             finally:
                 llm.close()
+
+
+def test_engine_reranks_through_the_configured_llm(tmp_path: Path) -> None:
+    """``RAG_RETRIEVAL__RERANK=llm`` alone turns the stage on: the engine builds the LLM from settings."""
+    from ingest.publish import ingest_and_publish
+    from rag.engine import Engine
+    from rag.settings import Settings
+    from tests.hashing_embedder import HashingEmbedder
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for i in range(5):
+        (notes / f"n{i}.md").write_text(f"# n{i}\n\ndocker gpu {'docker ' * i}note{i}\n", encoding="utf-8")
+    with LLMStub({MODEL: 4096}, Script(tokens=["[3] > [1] > [2]"])) as stub:
+        settings = Settings.model_validate(
+            {
+                "data_dir": tmp_path / "d",
+                "embedding": {"model": "hashing"},
+                "graph": {"enabled": False},
+                "retrieval": {"rerank": "llm", "rerank_depth": 3},
+                "llm": {"url": stub.url, "model": MODEL, "retries": 0},
+            }
+        )
+        with Engine.open(settings, create=True, embedder=HashingEmbedder(32)) as engine:
+            ingest_and_publish([notes], settings, engine, engine.store)
+            from rag.retrieval.search import Retriever
+
+            plain = Retriever(
+                engine.store,
+                engine.legs_for("hybrid"),
+                settings.retrieval.model_copy(update={"rerank": "none"}),
+            ).search("docker gpu", 3, "hybrid")
+            assert not stub.chats()
+            assert engine.search("docker gpu", k=3, mode="sparse")  # one leg: never re-ranked
+            assert not stub.chats()
+            got = engine.search("docker gpu", k=3, mode="hybrid")
+            assert len(stub.chats()) == 1
+            body = stub.chats()[0].body
+            assert body is not None and "Question: docker gpu" in body["messages"][-1]["content"]
+            # the model's order [3] > [1] > [2] over the fused top 3
+            assert [h.chunk.chunk_id for h in got] == [plain[i].chunk.chunk_id for i in (2, 0, 1)]

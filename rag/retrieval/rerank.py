@@ -15,6 +15,8 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from rag.errors import LLMError
+
 if TYPE_CHECKING:
     from rag.llm.base import LLM, ChatMessage
 
@@ -54,6 +56,6 @@ def llm_order(llm: LLM, question: str, passages: Sequence[str]) -> list[int]:
         return list(range(len(passages)))
     try:
         text = "".join(llm.stream_chat(rerank_messages(question, passages)))
-    except Exception:  # the fused order stands: re-ranking is an improvement, never a failure
+    except LLMError:  # the fused order stands: re-ranking is an improvement, never a failure
         return list(range(len(passages)))
     return parse_permutation(text, len(passages))
