@@ -741,6 +741,33 @@ def _best_reading(model: _CharModel, cands: list[_Cands]) -> list[tuple[str, ...
     return _best_reading_unigram(model, cands)
 
 
+def _longer_words(
+    model: _CharModel, cands: list[_Cands], j: int, frontier: list[tuple[str, float, tuple[str, ...]]]
+) -> Iterator[tuple[int, str, float, tuple[str, ...]]]:
+    """The dictionary words that extend ``frontier`` (prefixes of words ending before position
+    ``j``, each with its score so far and its characters) over the candidates from ``j`` on:
+    (end position, word, score + the candidates' penalties + the word's log-probability,
+    characters), in lattice order (shorter words first, candidates in code-point order)."""
+    n = len(cands)
+    words = model.word_logp
+    following = model.word_next
+    while frontier and j < n:
+        grown: list[tuple[str, float, tuple[str, ...]]] = []
+        for prefix, score, chars in frontier:
+            nxt = following[prefix]
+            for c, key, pen, _ in cands[j]:
+                if key not in nxt:
+                    continue
+                word = prefix + key
+                lp = words.get(word)
+                if lp is not None:
+                    yield j + 1, word, score + pen + lp, (*chars, c)
+                if word in following:
+                    grown.append((word, score + pen, (*chars, c)))
+        frontier = grown
+        j += 1
+
+
 def _best_reading_tagged(model: _CharModel, cands: list[_Cands]) -> list[tuple[str, ...]]:
     """As ``_best_reading_unigram``, plus the tag bigram of each word and the word before it.
 
@@ -749,7 +776,6 @@ def _best_reading_tagged(model: _CharModel, cands: list[_Cands]) -> list[tuple[s
     character (which adds nothing to the next word's score).
     """
     n = len(cands)
-    words = model.word_logp
     following = model.word_next
     tags = model.word_tag
     pmi = model.pos_pmi
@@ -799,22 +825,8 @@ def _best_reading_tagged(model: _CharModel, cands: list[_Cands]) -> list[tuple[s
             relax(i, i + 1, key, single, (c,))
             if key in following:
                 frontier.append((key, pen, (c,)))
-        j = i + 1
-        while frontier and j < n:
-            grown: list[tuple[str, float, tuple[str, ...]]] = []
-            for prefix, score, chars in frontier:
-                nxt = following[prefix]
-                for c, key, pen, _ in cands[j]:
-                    if key not in nxt:
-                        continue
-                    word = prefix + key
-                    lp = words.get(word)
-                    if lp is not None:
-                        relax(i, j + 1, word, score + pen + lp, (*chars, c))
-                    if word in following:
-                        grown.append((word, score + pen, (*chars, c)))
-            frontier = grown
-            j += 1
+        for end, word, score, chars in _longer_words(model, cands, i + 1, frontier):
+            relax(i, end, word, score, chars)
     out: list[tuple[str, ...]] = []
     j = n
     state = max(best[n], key=lambda st: best[n][st])
@@ -841,7 +853,6 @@ def _best_reading_unigram(model: _CharModel, cands: list[_Cands]) -> list[tuple[
     the lower code points.
     """
     n = len(cands)
-    words = model.word_logp
     following = model.word_next
     best = [-math.inf] * (n + 1)
     best[0] = 0.0
@@ -855,23 +866,10 @@ def _best_reading_unigram(model: _CharModel, cands: list[_Cands]) -> list[tuple[
                 back[i + 1] = (i, (c,))
             if key in following:
                 frontier.append((key, base + pen, (c,)))
-        j = i + 1
-        while frontier and j < n:
-            grown: list[tuple[str, float, tuple[str, ...]]] = []
-            for prefix, score, chars in frontier:
-                nxt = following[prefix]
-                for c, key, pen, _ in cands[j]:
-                    if key not in nxt:
-                        continue
-                    word = prefix + key
-                    lp = words.get(word)
-                    if lp is not None and score + pen + lp > best[j + 1]:
-                        best[j + 1] = score + pen + lp
-                        back[j + 1] = (i, (*chars, c))
-                    if word in following:
-                        grown.append((word, score + pen, (*chars, c)))
-            frontier = grown
-            j += 1
+        for end, _, score, chars in _longer_words(model, cands, i + 1, frontier):
+            if score > best[end]:
+                best[end] = score
+                back[end] = (i, chars)
     out: list[tuple[str, ...]] = []
     j = n
     while j > 0:
