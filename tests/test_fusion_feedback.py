@@ -127,6 +127,27 @@ def test_prf_rescores_the_union_with_the_rocchio_query() -> None:
     assert calls.sparse == [["a"]]
 
 
+def test_prf_with_the_dense_hits_vectors_known_fetches_only_the_rest() -> None:
+    legs = {"sparse": {"b": 2.0, "c": 1.0}, "dense": {"a": 1.0, "c": 0.6}}
+    kwargs = {
+        "weights": {"sparse": 0.4, "dense": 0.6},
+        "feedback": {"first_dense_weight": 0.5, "m": 2, "beta": 1.0},
+    }
+    plain, given = Calls(), Calls()
+    want = feedback_search(legs, Q, sparse_scores=plain.sparse_scores, vectors=plain.fetch, **kwargs)  # type: ignore[arg-type]
+    got = feedback_search(
+        legs,
+        Q,
+        sparse_scores=given.sparse_scores,
+        vectors=given.fetch,
+        known={d: VECS[d] for d in legs["dense"]},
+        **kwargs,  # type: ignore[arg-type]
+    )
+    assert got == want  # the same ranking and scores, to the last digit
+    assert given.vectors == [["b"]]  # only the chunk the sparse leg alone found is fetched
+    assert given.sparse == plain.sparse == [["a"]]
+
+
 def test_feedback_search_without_both_legs_is_plain_zscore() -> None:
     calls = Calls()
     got = feedback_search(

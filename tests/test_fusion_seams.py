@@ -94,6 +94,29 @@ def test_vector_store_fetches_vectors_by_id(tmp_path: Path, kind: str) -> None:
         store.close()
 
 
+@pytest.mark.parametrize("kind", ["edge", "local"])
+def test_search_with_vectors_is_search_and_the_fetched_vectors(tmp_path: Path, kind: str) -> None:
+    store = open_vector_store(kind, path=tmp_path / kind, url=None, collection="c", dim=8)
+    try:
+        rng = np.random.default_rng(3)
+        raw = rng.standard_normal((60, 8)).astype(np.float32)
+        raw[10:20] = raw[0]  # ties at the cut-off: top_k fetches again, the vectors follow
+        ids = [f"c{i:02d}" for i in range(60)]
+        store.upsert(ids, raw)
+        for _ in range(3):  # local mode settles its stored vectors (last digits) over the first searches
+            store.search(raw[1], 3)
+        for q in [raw[0], raw[5], rng.standard_normal(8).astype(np.float32)]:
+            for k in (1, 5, 12, 60):
+                hits, vecs = store.search_with_vectors(q, k)
+                fetched = store.vectors([cid for cid, _ in hits])
+                assert hits == store.search(q, k)
+                assert set(vecs) == set(fetched) == {cid for cid, _ in hits}
+                for cid, v in vecs.items():
+                    assert v.dtype == np.float32 and np.array_equal(v, fetched[cid])
+    finally:
+        store.close()
+
+
 def test_legs_score_ids_vectors_and_search_by_vector(tmp_path: Path) -> None:
     from rag.embed import EmbeddingCache
     from rag.retrieval.legs import DenseLeg, SparseLeg
@@ -122,6 +145,11 @@ def test_legs_score_ids_vectors_and_search_by_vector(tmp_path: Path) -> None:
         vecs = dense.vectors_of(["a", "zz"])
         assert set(vecs) == {"a"}
         assert float(vecs["a"] @ qv) == pytest.approx(dense.search(query, 5)["a"], abs=1e-6)
+        hits, hit_vecs = dense.search_vector_with_vectors(qv, 3)
+        fetched = dense.vectors_of(list(hits))
+        assert set(hit_vecs) == set(hits)
+        assert all(np.array_equal(hit_vecs[c], fetched[c]) for c in hits)
+        assert hits == dense.search_vector(qv, 3)
     finally:
         dense.close()
 
@@ -200,3 +228,81 @@ def test_retriever_falls_back_to_zscore_while_the_dense_leg_lags(tmp_path: Path)
         want = fuse(per_leg, method="zscore", weights=retriever.weights())[:10]
         got = retriever.search(query, 10, "hybrid")
         assert [(h.chunk.chunk_id, h.score) for h in got] == [(c, pytest.approx(s)) for c, s in want]
+
+
+class _FetchOnly:
+    """A dense leg without the vectors-with-search seam: every vector comes by id."""
+
+    def __init__(self, leg: object) -> None:
+        self._leg = leg
+
+    def __getattr__(self, name: str) -> object:
+        if name == "search_vector_with_vectors":
+            raise AttributeError(name)
+        return getattr(self._leg, name)
+
+
+@pytest.mark.parametrize("backend", ["edge", "local"])
+def test_prf_ranking_is_the_same_with_the_dense_hits_vectors_read_by_the_search(
+    tmp_path: Path, backend: str
+) -> None:
+    """The Retriever hands ``prf`` the dense hits' vectors from the search itself; hits and
+    every score are exactly those of fetching each vector by id."""
+    from ingest.publish import ingest_and_publish
+    from rag.engine import Engine
+    from rag.retrieval.fusion import Feedback, feedback_search
+    from rag.retrieval.search import Retriever
+    from rag.settings import Settings
+    from tests.hashing_embedder import HashingEmbedder
+
+    notes = _engine_notes(tmp_path / "notes")
+    settings = Settings(data_dir=tmp_path / "d")
+    settings.embedding.model = "hashing"
+    settings.graph.enabled = False
+    settings.vectors.backend = backend  # type: ignore[assignment]
+    r = settings.retrieval
+    r.fusion, r.weight_sparse, r.weight_dense = "prf", 0.4, 0.6  # type: ignore[assignment]
+    r.candidates, r.prf_m, r.prf_beta, r.prf_first_dense_weight = 8, 3, 0.5, 0.6
+    with Engine.open(settings, create=True, embedder=HashingEmbedder(32)) as engine:
+        ingest_and_publish([notes], settings, engine, engine.store)
+        fast = engine.retriever("hybrid")
+        assert fast.rescorable() and hasattr(fast.legs["dense"], "search_vector_with_vectors")
+        slow = Retriever(engine.store, {**fast.legs, "dense": _FetchOnly(fast.legs["dense"])}, r)  # type: ignore[dict-item]
+        assert slow.rescorable() and not hasattr(slow.legs["dense"], "search_vector_with_vectors")
+        fetched: list[list[str]] = []
+        dense_leg = fast.legs["dense"]
+        fetch = dense_leg.vectors_of  # type: ignore[attr-defined]
+
+        def counting(ids: list[str]) -> dict[str, np.ndarray]:
+            fetched.append(list(ids))
+            return fetch(ids)
+
+        dense_leg.vectors_of = counting  # type: ignore[attr-defined]
+        sparse = engine.leg("sparse")
+        for _ in range(3):  # local mode settles its stored vectors (last digits) over the first searches
+            dense_leg.search("docker", 3)
+        seen_union = False
+        for query in ["docker gpu port", "qdrant vector note7", "cuda nginx", "ollama index model", "note3"]:
+            for k in (3, 10):
+                fetched.clear()
+                got = [(h.chunk.chunk_id, h.score, h.scores) for h in fast.search(query, k)]
+                # only chunks the sparse leg alone found were fetched by id, once
+                dense_hits = dense_leg.search(query, max(k, r.candidates))
+                assert all(c not in dense_hits for ids in fetched for c in ids)
+                assert len(fetched) <= 1
+                want = [(h.chunk.chunk_id, h.score, h.scores) for h in slow.search(query, k)]
+                assert got == want
+                # and both are the fusion with every vector fetched by id
+                qv = dense_leg.embed_query(query)  # type: ignore[attr-defined]
+                legs = {"sparse": sparse.search(query, max(k, 8)), "dense": dense_hits}
+                order = feedback_search(
+                    legs,
+                    qv,
+                    sparse_scores=lambda ids, q=query: sparse.score_ids(q, ids),  # type: ignore[attr-defined]
+                    vectors=fetch,
+                    weights={"sparse": 0.4, "dense": 0.6, "graph": 0.0},
+                    feedback=Feedback(first_dense_weight=0.6, m=3, beta=0.5),
+                )[:k]
+                assert [(c, s) for c, s, _ in got] == order
+                seen_union |= bool(set(legs["sparse"]) - set(dense_hits))
+        assert seen_union  # some query had chunks the sparse leg alone found

@@ -481,6 +481,37 @@ def test_point_ids_are_stable_uuids() -> None:
     assert len(point_id("任何 id")) == 36
 
 
+def test_point_id_is_uuid5_of_the_namespace() -> None:
+    import uuid
+
+    from rag.vectors.base import POINT_ID_NAMESPACE
+
+    rng = np.random.default_rng(5)
+    ids = ["", "a", "0123456789abcdef", "任何 id", "notes/001/000123.md#7", "é\u0301", "\U0001f600" * 40]
+    ids += [rng.bytes(int(n)).hex() for n in rng.integers(1, 64, 200)]
+    for cid in ids:
+        assert point_id(cid) == str(uuid.uuid5(POINT_ID_NAMESPACE, cid))
+
+
+def test_as_vectors_gives_what_numpy_gives() -> None:
+    from rag.vectors.base import as_vectors
+
+    rng = np.random.default_rng(6)
+    f32 = rng.standard_normal((30, 17)).astype(np.float32)
+    f64 = rng.standard_normal((30, 17))  # not float32 values: rounded as numpy rounds them
+    for rows in (f32, f64):
+        records = [(f"c{i}", row.tolist()) for i, row in enumerate(rows)]
+        got = as_vectors(records)
+        assert list(got) == [cid for cid, _ in records]
+        for cid, vec in records:
+            want = np.asarray(vec, dtype=np.float32)
+            assert got[cid].dtype == np.float32 and got[cid].shape == want.shape
+            assert np.array_equal(got[cid], want) and got[cid].flags.writeable
+    # other shapes of vector fall back to numpy
+    assert as_vectors([("e", [])])["e"].shape == (0,)
+    assert np.array_equal(as_vectors([("t", (1.0, 2.0))])["t"], np.array([1.0, 2.0], dtype=np.float32))
+
+
 # -- HNSW path and crash safety (edge) ---------------------------------------------
 
 

@@ -306,6 +306,7 @@ def feedback_search(
     weights: Mapping[str, float],
     feedback: Feedback | Mapping[str, float] | None = None,
     dense_search: DenseSearcher | None = None,
+    known: Mapping[str, np.ndarray] | None = None,
 ) -> list[tuple[str, float]]:
     """Re-scored z-score fusion (``feedback`` None) or dense pseudo-relevance feedback (module
     docstring), best first.
@@ -313,10 +314,12 @@ def feedback_search(
     With ``feedback``, the Rocchio vector re-scores the dense side of the union (no new search),
     or, given ``dense_search``, searches the dense leg again and the new union is fused.
     ``legs`` holds each leg's own list (``sparse``, ``dense``, optionally ``graph``, which keeps
-    its own list); ``query`` is the dense leg's query vector."""
+    its own list); ``query`` is the dense leg's query vector. ``known`` holds stored vectors
+    already at hand (those of the dense hits, read by the dense search): they are not fetched
+    again, and must be what ``vectors`` gives for them."""
     if "sparse" not in legs or "dense" not in legs:
         return ranked(zscored(legs, weights=weights))
-    cache: dict[str, np.ndarray] = {}
+    cache: dict[str, np.ndarray] = dict(known or {})
     full = _complete(legs, query, sparse_scores, vectors, cache)
     if feedback is None:
         return ranked(zscored(full, weights=weights))

@@ -266,6 +266,14 @@ class DenseLeg:
         """``{chunk_id: cosine}`` of the best ``k`` chunks for a query vector."""
         return dict(self.vectors.search(vector, k))
 
+    def search_vector_with_vectors(
+        self, vector: np.ndarray, k: int
+    ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        """:meth:`search_vector` and the stored vector of each hit, read by the search itself
+        (fusion that re-scores its candidates then fetches only the chunks other legs found)."""
+        hits, vectors = self.vectors.search_with_vectors(vector, k)
+        return dict(hits), vectors
+
     def vectors_of(self, ids: list[str]) -> dict[str, np.ndarray]:
         """The stored vector of each chunk of ``ids`` that has one."""
         return self.vectors.vectors(ids)

@@ -121,7 +121,6 @@ class Retriever:
         )
         if qv is None:  # a blank query: nothing for the dense leg
             return per_leg, []
-        per_leg["dense"] = dense.search_vector(qv, depth)  # type: ignore[attr-defined]
         feedback = (
             Feedback(
                 first_dense_weight=s.prf_first_dense_weight, m=s.prf_m, beta=s.prf_beta, search=s.prf_search
@@ -129,6 +128,14 @@ class Retriever:
             if s.fusion == "prf"
             else None
         )
+        known = None
+        if feedback and not feedback.search and hasattr(dense, "search_vector_with_vectors"):
+            # ``prf`` re-scores every candidate with the feedback query, so it needs the stored
+            # vector of each dense hit: the dense search reads them on its way (cheaper than a
+            # fetch by id), and only the chunks the sparse leg alone found are fetched
+            per_leg["dense"], known = dense.search_vector_with_vectors(qv, depth)
+        else:
+            per_leg["dense"] = dense.search_vector(qv, depth)  # type: ignore[attr-defined]
         order = feedback_search(
             per_leg,
             qv,
@@ -137,6 +144,7 @@ class Retriever:
             weights=self.weights(),
             feedback=feedback,
             dense_search=(lambda v: dense.search_vector(v, depth)) if feedback and feedback.search else None,  # type: ignore[attr-defined]
+            known=known,
         )
         return per_leg, order
 

@@ -234,12 +234,13 @@ class EdgeVectorStore:
 
     # -- reads ----------------------------------------------------------------
 
-    def _request(self, vector: list[float], limit: int) -> Any:
+    def _request(self, vector: list[float], limit: int, *, with_vector: bool = False) -> Any:
         edge = self._edge
         return edge.QueryRequest(
             limit=limit,
             query=edge.Query.Nearest(vector),
             with_payload=[PAYLOAD_KEY],
+            with_vector=with_vector,
             params=edge.SearchParams(hnsw_ef=max(self.hnsw_ef, limit)),
         )
 
@@ -253,6 +254,21 @@ class EdgeVectorStore:
     def search(self, vector: np.ndarray, k: int) -> list[Hit]:
         k = check_k(k)
         return top_k(self._fetch(as_query(vector, self.dim).tolist()), k)
+
+    def search_with_vectors(self, vector: np.ndarray, k: int) -> tuple[list[Hit], dict[str, np.ndarray]]:
+        k = check_k(k)
+        query = as_query(vector, self.dim).tolist()
+        points: dict[str, Any] = {}
+
+        def fetch(limit: int) -> list[Hit]:
+            # the vectors stay in the engine's records until read: only the hits kept are converted
+            got = self._call("query", self._request(query, limit, with_vector=True))
+            points.clear()
+            points.update((p.payload[PAYLOAD_KEY], p) for p in got)
+            return self._hits(got)
+
+        hits = top_k(fetch, k)
+        return hits, as_vectors((cid, points[cid].vector) for cid, _ in hits)
 
     def search_many(self, vectors: np.ndarray, k: int) -> list[list[Hit]]:
         k = check_k(k)
