@@ -12,7 +12,8 @@ vector search, the vector fetch by id and the BMX scoring cost what they cost at
 retrieval quality on this index means nothing (it is measured by ``bench_fusion_loco.py``).
 
 Each query runs ``Retriever.search`` (k = 10, hybrid, query embedding included) under every
-setting in turn, so that load changes on the shared machine hit all settings alike; p50/p95 of
+setting in turn, so that load changes on the shared machine hit all settings alike, in an order
+rotated per query and pass (the first setting to run a query reads its postings cold); p50/p95 of
 the first pass and of each query's best of ``--repeat`` passes. The index is cached under
 bench/out/fusion-latency/<n>/ (``--rebuild`` drops it).
 """
@@ -20,6 +21,7 @@ bench/out/fusion-latency/<n>/ (``--rebuild`` drops it).
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import os
@@ -57,6 +59,20 @@ def settings_for(data_dir: Path) -> Settings:
         embedding={"model": "e5-small", "device": "cpu"},  # type: ignore[arg-type]
         graph={"enabled": False},  # type: ignore[arg-type]
     )
+
+
+class QueriesBy:
+    """``passages``' encoder, except that queries go through ``queries`` (another runtime)."""
+
+    def __init__(self, queries: Any, passages: Any) -> None:
+        self.queries, self.passages = queries, passages
+        self.name, self.dim = passages.name, passages.dim
+
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        return self.queries.embed_queries(texts)
+
+    def embed_passages(self, texts: list[str]) -> np.ndarray:
+        return self.passages.embed_passages(texts)
 
 
 class SyntheticPassages:
@@ -159,6 +175,12 @@ def main() -> None:
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--build-only", action="store_true", help="build the cached index and stop")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "fusion-latency.json")
+    ap.add_argument(
+        "--previous-runtime",
+        default="onnx",
+        help="also time the previous release's setting: weighted 0.6/0.4 with queries embedded by this "
+        "e5-small runtime (its CPU default then: onnx); 'none' skips it",
+    )
     args = ap.parse_args()
     data_dir = WORK / str(args.n)
     real = real_vectors()
@@ -186,12 +208,32 @@ def main() -> None:
     retrievers = {
         name: Retriever(engine.store, legs, RetrievalSettings(**cfg)) for name, cfg in configs.items()
     }
+    previous = f"previous release (weighted 0.6/0.4, {args.previous_runtime} queries)"
+    if args.previous_runtime != "none":
+        # the same index and legs; only the query encoder is the previous default's runtime
+        from rag.embed import make_embedder
+
+        old_dense = copy.copy(legs["dense"])
+        old_dense.embedder = QueriesBy(  # type: ignore[attr-defined]
+            make_embedder("e5-small", device="cpu", runtime=args.previous_runtime),
+            legs["dense"].embedder,  # type: ignore[attr-defined]
+        )
+        old_cfg = configs["today (weighted 0.6/0.4)"]
+        retrievers[previous] = Retriever(
+            engine.store, {**legs, "dense": old_dense}, RetrievalSettings(**old_cfg)
+        )
+        out["configs"] = {**configs, previous: {**old_cfg, "query_runtime": args.previous_runtime}}
     for r in retrievers.values():
         r.search(queries[0], 10, "hybrid")  # warm
     times: dict[str, list[list[float]]] = {name: [[] for _ in queries] for name in retrievers}
-    for _ in range(args.repeat):
+    names = list(retrievers)
+    for rep in range(args.repeat):
         for i, q in enumerate(queries):
-            for name, r in retrievers.items():
+            # the setting that runs a query first meets its postings and graph pages cold: rotate
+            # the order per query and pass, so no setting always follows another on the same query
+            shift = (i + rep) % len(names)
+            for name in names[shift:] + names[:shift]:
+                r = retrievers[name]
                 t0 = time.perf_counter()
                 r.search(q, 10, "hybrid")
                 times[name][i].append((time.perf_counter() - t0) * 1000)
@@ -206,6 +248,13 @@ def main() -> None:
     out["median_ratio_per_query"] = round(
         statistics.median(min(tb) / min(ta) for ta, tb in zip(times[a], times[b], strict=True)), 3
     )
+    if previous in times:
+        out["ratio_p50_first_vs_previous"] = round(
+            out["first_pass_ms"][b]["p50"] / out["first_pass_ms"][previous]["p50"], 3
+        )
+        out["ratio_p50_best_vs_previous"] = round(
+            out["best_of_ms"][b]["p50"] / out["best_of_ms"][previous]["p50"], 3
+        )
     args.out.write_text(json.dumps(out, indent=1))
     print(json.dumps(out, indent=1))
 
