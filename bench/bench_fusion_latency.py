@@ -40,14 +40,11 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from bench_fusion import full_scores_path  # noqa: E402
-from bench_hybrid import COMMIT_EVERY, make_queries, short_note  # noqa: E402
+from bench_hybrid import COMMIT_EVERY, make_queries, short_note, store_note  # noqa: E402
 
-from ingest.pipeline import chunk_document  # noqa: E402
 from rag.engine import Engine  # noqa: E402
-from rag.models import ExtractedDocument  # noqa: E402
 from rag.retrieval.search import Retriever  # noqa: E402
 from rag.settings import RetrievalSettings, Settings  # noqa: E402
-from rag.store import DocumentRecord  # noqa: E402
 
 WORK = REPO / "bench" / "out" / "fusion-latency"
 SETS = ["xquad_en", "xquad_zh", "cmrc2018_dev_zh", "covidqa_chunks_en", "rgb_int_zh"]
@@ -122,27 +119,8 @@ def build(data_dir: Path, n: int, seed: int, real: np.ndarray) -> dict[str, Any]
             for _ in range(COMMIT_EVERY):
                 if n_chunks >= n:
                     break
-                text = short_note(rng, n_docs)
-                doc_id = hashlib.blake2b(f"note-{n_docs}".encode(), digest_size=8).hexdigest()
-                source = f"notes/{n_docs // 1000:03d}/{n_docs:06d}.md"
-                chunks = chunk_document(
-                    ExtractedDocument(text=text, format="markdown"),
-                    doc_id=doc_id,
-                    source=source,
-                    chunking=settings.chunking,
-                )
-                record = DocumentRecord.for_text(
-                    doc_id=doc_id,
-                    root="/bench",
-                    source=source,
-                    text=text,
-                    format="markdown",
-                    pipeline="bench",
-                    n_chunks=len(chunks),
-                )
-                tx.put_document(record, text, chunks)
+                n_chunks += store_note(tx, settings, n_docs, short_note(rng, n_docs))[0]
                 n_docs += 1
-                n_chunks += len(chunks)
     store_s = time.perf_counter() - t0
     bmx_s = engine.sync(["sparse"])["sparse"].took_s
     leg = engine.leg("dense")

@@ -127,6 +127,32 @@ def pcts(ms: Sequence[float]) -> dict[str, float]:
     return {"p50": round(float(np.percentile(ms, 50)), 2), "p95": round(float(np.percentile(ms, 95)), 2)}
 
 
+def store_note(tx: Any, settings: Settings, i: int, text: str) -> tuple[int, float]:
+    """Chunk generated note ``i`` and write it in the store transaction ``tx``: its number of
+    chunks and the seconds spent chunking it."""
+    doc_id = hashlib.blake2b(f"note-{i}".encode(), digest_size=8).hexdigest()
+    source = f"notes/{i // 1000:03d}/{i:06d}.md"
+    t0 = time.perf_counter()
+    chunks = chunk_document(
+        ExtractedDocument(text=text, format="markdown"),
+        doc_id=doc_id,
+        source=source,
+        chunking=settings.chunking,
+    )
+    took = time.perf_counter() - t0
+    record = DocumentRecord.for_text(
+        doc_id=doc_id,
+        root="/bench",
+        source=source,
+        text=text,
+        format="markdown",
+        pipeline="bench",
+        n_chunks=len(chunks),
+    )
+    tx.put_document(record, text, chunks)
+    return len(chunks), took
+
+
 def settings_for(data_dir: Path, model: str) -> Settings:
     # the model is given at construction: the fusion weights not set explicitly follow it then
     return Settings(
@@ -192,29 +218,11 @@ def phase_build(args: argparse.Namespace) -> dict[str, Any]:
                     break
                 t0 = time.perf_counter()
                 text = short_note(rng, n_docs)
-                doc_id = hashlib.blake2b(f"note-{n_docs}".encode(), digest_size=8).hexdigest()
-                source = f"notes/{n_docs // 1000:03d}/{n_docs:06d}.md"
-                t1 = time.perf_counter()
-                chunks = chunk_document(
-                    ExtractedDocument(text=text, format="markdown"),
-                    doc_id=doc_id,
-                    source=source,
-                    chunking=settings.chunking,
-                )
-                gen_s += t1 - t0
-                chunk_s += time.perf_counter() - t1
-                record = DocumentRecord.for_text(
-                    doc_id=doc_id,
-                    root="/bench",
-                    source=source,
-                    text=text,
-                    format="markdown",
-                    pipeline="bench",
-                    n_chunks=len(chunks),
-                )
-                tx.put_document(record, text, chunks)
+                gen_s += time.perf_counter() - t0
+                stored, took = store_note(tx, settings, n_docs, text)
+                chunk_s += took
                 n_docs += 1
-                n_chunks += len(chunks)
+                n_chunks += stored
     store_s = time.perf_counter() - t_all - gen_s  # generating the notes is not indexing
     n_stored = engine.store.count_chunks()
     out["store"] = {
